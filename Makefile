@@ -1,0 +1,39 @@
+# The two commands of the README:
+#   make demo   synthesize chest X-rays, run the whole pipeline, print a summary
+#   make test   run the test suite
+# Both create .venv with Python 3.10 and install the pinned set on first use.
+# Override the interpreter with PYTHON=/path/to/python3.10.
+
+PYTHON ?= python3.10
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DATA ?= build/demo-data
+DEMO_OUT ?= build/demo
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "error: '$(PYTHON)' not found. This project needs Python 3.10 (TFX 1.16"; \
+	  echo "supports 3.9-3.10). Install it, or point PYTHON at one:"; \
+	  echo "  make $(MAKECMDGOALS) PYTHON=/path/to/python3.10"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' || { \
+	  echo "error: '$(PYTHON)' is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'), not 3.10."; \
+	  echo "Point PYTHON at a Python 3.10: make $(MAKECMDGOALS) PYTHON=/path/to/python3.10"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --constraint constraints.txt --editable '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/cxr synth $(DEMO_DATA) --n 400 --size 256 --seed 0
+	$(BIN)/cxr run --data $(DEMO_DATA) --task binary --output $(DEMO_OUT) \
+	  --image-size 128 --epochs 8
+
+test: install
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf build

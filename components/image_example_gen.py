@@ -1,0 +1,269 @@
+"""ImageExampleGen: a TFX component from image folders to tf.Example TFRecords.
+
+Outputs the standard `Examples` artifact (splits train, eval, test; GZIP
+TFRecords as ExampleGen writes them) and an `ImageQuarantine` artifact holding
+`quarantine.csv` (path, reason) for every input that could not be ingested.
+Files seen = ingested + quarantined, always; the executor checks it.
+
+The data set's own train/test folders are kept. The eval split is carved from
+train by a stable hash of the patient id, never by image, because Kermany
+patients have several images and an image-level split leaks. A data set
+without a test folder gets its test split carved the same way.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from absl import logging
+import apache_beam as beam
+from apache_beam.metrics.metric import Metrics, MetricsFilter
+from tfx import types
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_component
+from tfx.dsl.components.base import base_beam_executor
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from components import image_examples
+from components import image_layouts
+
+SPLITS = ("train", "eval", "test")
+QUARANTINE_FILE = "quarantine.csv"
+COUNTS_PROPERTY = "image_counts"  # JSON custom property on the Examples.
+_METRICS_NAMESPACE = "ImageExampleGen"
+
+
+class ImageQuarantine(types.Artifact):
+  """Inputs that were not ingested, as `quarantine.csv` (path, reason)."""
+  TYPE_NAME = "ImageQuarantine"
+
+
+def _bucket(patient: str, salt: str) -> float:
+  """Stable position of a patient in [0, 100)."""
+  digest = hashlib.sha256(f"{salt}:{patient}".encode()).hexdigest()
+  return int(digest[:12], 16) / 16**12 * 100
+
+
+def carve_splits(records: List[image_layouts.ImageRecord], eval_percent: int,
+                 carve_test_percent: int, salt: str) -> List[tuple]:
+  """(record, output split) pairs; whole patients move together.
+
+  Test records keep their split. Train patients go to eval (and, when the
+  data set has no test folder, to test) by a stable hash of the patient id.
+  A small data set whose hash leaves a carved split empty gets the nearest
+  patient moved there, so every split has data while two patients remain.
+  """
+  patients = sorted({r.patient_id for r in records if r.split == "train"},
+                    key=lambda p: (_bucket(p, salt), p))
+  ranges = {"eval": (0, eval_percent),
+            "test": (eval_percent, eval_percent + carve_test_percent)}
+  chosen = {}
+  for split, (low, high) in ranges.items():
+    if high == low:
+      continue
+    members = [p for p in patients if low <= _bucket(p, salt) < high]
+    rest = [p for p in patients if p not in chosen]
+    if not members and len(rest) > 2:
+      members = [min(rest, key=lambda p, low=low: (abs(_bucket(p, salt) - low),
+                                                   p))]
+    chosen.update({p: split for p in members})
+  return [(r, "test" if r.split == "test" else chosen.get(r.patient_id,
+                                                          "train"))
+          for r in records]
+
+
+def _csv_line(path: str, reason: str) -> str:
+  buf = io.StringIO()
+  csv.writer(buf, lineterminator="").writerow([path, reason])
+  return buf.getvalue()
+
+
+class _ReadAndCheck(beam.DoFn):
+  """Reads one listed file; emits (split, serialized tf.Example) or quarantine."""
+
+  QUARANTINE = "quarantine"
+
+  def __init__(self, task: str, source: str):
+    self._task = task
+    self._source = source
+    self._ingested = {s: Metrics.counter(_METRICS_NAMESPACE, f"ingested_{s}")
+                      for s in SPLITS}
+    self._bad = Metrics.counter(_METRICS_NAMESPACE, "quarantined_on_read")
+
+  def process(self, element):
+    record, split = element
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      with tf.io.gfile.GFile(record.path, "rb") as f:
+        data = f.read()
+      shape = image_examples.check_image(data)
+    except (image_examples.BadImage, tf.errors.OpError, OSError) as e:
+      self._bad.inc()
+      reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
+      yield beam.pvalue.TaggedOutput(self.QUARANTINE, (record.path, reason))
+      return
+    example = image_examples.make_example(record, data, self._task,
+                                          self._source, shape)
+    self._ingested[split].inc()
+    yield split, example.SerializeToString()
+
+
+def _counter(result, name: str) -> int:
+  found = result.metrics().query(
+      MetricsFilter().with_namespace(_METRICS_NAMESPACE).with_name(name))
+  return int(sum(c.committed or 0 for c in found["counters"]))
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+  """Lists the data set, then reads and checks the images with Beam."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    input_base = exec_properties["input_base"]
+    task = exec_properties["task"]
+    source = exec_properties["source"] or os.path.basename(
+        os.path.normpath(input_base))
+    eval_percent = int(exec_properties["eval_percent"])
+    salt = exec_properties["split_salt"]
+    examples = artifact_utils.get_single_instance(output_dict["examples"])
+    quarantine = artifact_utils.get_single_instance(output_dict["quarantine"])
+
+    layout, records, listed_bad, ignored = image_layouts.list_images(
+        input_base, task)
+    for path in ignored:
+      logging.warning("ImageExampleGen: ignoring %s (not part of the %s "
+                      "layout)", path, layout)
+    has_test = any(r.split == "test" for r in records)
+    carve_test = 0 if has_test else eval_percent
+    if not has_test:
+      logging.warning("ImageExampleGen: %s has no test split; carving %d%% of "
+                      "patients for it", input_base, carve_test)
+    keyed = carve_splits(records, eval_percent, carve_test, salt)
+
+    examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+    pipeline = self._make_beam_pipeline()
+    checked = (
+        pipeline
+        | "ListedImages" >> beam.Create(keyed)
+        | "Spread" >> beam.Reshuffle()
+        | "ReadAndCheck" >> beam.ParDo(_ReadAndCheck(task, source))
+        .with_outputs(_ReadAndCheck.QUARANTINE, main="examples"))
+    by_split = checked.examples | "BySplit" >> beam.Partition(
+        lambda kv, _: SPLITS.index(kv[0]), len(SPLITS))
+    for split, pcoll in zip(SPLITS, by_split):
+      _ = (pcoll
+           | f"Serialized[{split}]" >> beam.Values()
+           | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+               os.path.join(artifact_utils.get_split_uri([examples], split),
+                            "data_tfrecord"),
+               file_name_suffix=".gz"))
+    listed = [(q.path, q.reason) for q in listed_bad]
+    _ = ((checked[_ReadAndCheck.QUARANTINE],
+          pipeline | "ListedQuarantine" >> beam.Create(listed))
+         | "AllQuarantined" >> beam.Flatten()
+         | "CsvLines" >> beam.MapTuple(_csv_line)
+         | "WriteQuarantine" >> beam.io.WriteToText(
+             os.path.join(quarantine.uri, QUARANTINE_FILE),
+             shard_name_template="", header="path,reason"))
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    counts = {s: _counter(result, f"ingested_{s}") for s in SPLITS}
+    counts["ingested"] = sum(counts[s] for s in SPLITS)
+    counts["quarantined"] = len(listed) + _counter(result,
+                                                   "quarantined_on_read")
+    counts["seen"] = len(records) + len(listed_bad)
+    logging.info("ImageExampleGen: %s (%s layout, task %s): %s", input_base,
+                 layout, task, counts)
+    if counts["seen"] != counts["ingested"] + counts["quarantined"]:
+      raise RuntimeError(
+          f"ImageExampleGen lost inputs: seen {counts['seen']}, ingested "
+          f"{counts['ingested']}, quarantined {counts['quarantined']}")
+    if counts["quarantined"]:
+      logging.warning("ImageExampleGen: %d inputs quarantined; see %s",
+                      counts["quarantined"],
+                      os.path.join(quarantine.uri, QUARANTINE_FILE))
+    empty = [s for s in SPLITS if not counts[s]]
+    if empty:
+      raise ValueError(
+          f"split(s) {empty} of {input_base} are empty after ingestion "
+          f"({counts}); the eval split takes {eval_percent}% of the train "
+          "patients, so it needs enough patients (raise eval_percent or add "
+          "data)")
+
+    examples_utils.set_payload_format(examples,
+                                      example_gen_pb2.FORMAT_TF_EXAMPLE)
+    examples_utils.set_file_format(examples, "tfrecords_gzip")
+    for target in (examples, quarantine):
+      target.set_string_custom_property(COUNTS_PROPERTY, json.dumps(counts))
+      target.set_string_custom_property("layout", layout)
+      target.set_string_custom_property("source", source)
+
+
+class ImageExampleGenSpec(types.ComponentSpec):
+  PARAMETERS = {
+      "input_base": ExecutionParameter(type=str),
+      "task": ExecutionParameter(type=str),
+      "source": ExecutionParameter(type=str),
+      "eval_percent": ExecutionParameter(type=int),
+      "split_salt": ExecutionParameter(type=str),
+      # Fingerprint of the folder's listing (names, sizes, times): a changed
+      # folder is a new execution, not a cache hit on the old one.
+      "input_fingerprint": ExecutionParameter(type=str),
+  }
+  INPUTS = {}
+  OUTPUTS = {
+      "examples": ChannelParameter(type=standard_artifacts.Examples),
+      "quarantine": ChannelParameter(type=ImageQuarantine),
+  }
+
+
+class ImageExampleGen(base_beam_component.BaseBeamComponent):
+  """Ingests a chest X-ray folder (Kaggle binary or 3-class layout)."""
+
+  SPEC_CLASS = ImageExampleGenSpec
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+  def __init__(self, input_base: str, task: str, source: str = "",
+               eval_percent: int = 10, split_salt: str = "cxr",
+               input_fingerprint: Optional[str] = None):
+    """Args:
+      input_base: the data set folder (local or gs://).
+      task: `binary` or `multiclass`; sets the `label` feature.
+      source: data set name stored in every example (default: folder name).
+      eval_percent: percent of train patients carved out as the eval split.
+      split_salt: salt of the patient hash; change it for another split.
+      input_fingerprint: see `fingerprint_folder`.
+    """
+    if task not in image_layouts.TASKS:
+      raise ValueError(f"task must be one of {image_layouts.TASKS}")
+    if not 1 <= eval_percent <= 50:
+      raise ValueError(f"eval_percent must be 1..50, got {eval_percent}")
+    spec = ImageExampleGenSpec(
+        input_base=input_base, task=task, source=source,
+        eval_percent=eval_percent, split_salt=split_salt,
+        input_fingerprint=input_fingerprint or "",
+        examples=types.Channel(type=standard_artifacts.Examples),
+        quarantine=types.Channel(type=ImageQuarantine))
+    super().__init__(spec=spec)
+
+
+def fingerprint_folder(root: str) -> str:
+  """Hash of every file's relative path, size and modification time."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  for dirpath, _, names in sorted(tf.io.gfile.walk(root)):
+    for name in sorted(names):
+      path = os.path.join(dirpath, name)
+      stat = tf.io.gfile.stat(path)
+      digest.update(f"{os.path.relpath(path, root)}\0{stat.length}\0"
+                    f"{stat.mtime_nsec}\n".encode())
+  return digest.hexdigest()

@@ -1,0 +1,92 @@
+"""Checks one image file and turns it into a tf.Example.
+
+The check uses two decoders on purpose: Pillow's `load()` is strict about
+truncated files (TensorFlow's JPEG decoder pads some of them with grey and
+says nothing), and TensorFlow's `decode_image` is the decoder Transform will
+run, so a file that passes here is known to decode there.
+"""
+
+import io
+from typing import Optional, Tuple
+
+from PIL import Image
+
+from components import image_layouts
+
+# Magic numbers of the formats we take (the encoded bytes are kept as read).
+_FORMATS = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"))
+# Mode -> channels of the file as stored (grayscale vs RGB is a known
+# shortcut in Kermany data, so it is kept for slicing).
+_MODE_CHANNELS = {"1": 1, "L": 1, "I;16": 1, "I": 1, "LA": 2, "P": 3,
+                  "RGB": 3, "YCbCr": 3, "CMYK": 4, "RGBA": 4}
+
+
+class BadImage(ValueError):
+  """The file cannot be ingested; the message says why."""
+
+
+def sniff_format(data: bytes) -> Optional[str]:
+  for magic, name in _FORMATS:
+    if data.startswith(magic):
+      return name
+  return None
+
+
+def check_image(data: bytes) -> Tuple[int, int, int]:
+  """Returns (height, width, channels) of encoded JPEG/PNG bytes.
+
+  Raises BadImage with a reason for empty, non-image, unsupported, corrupt,
+  truncated or undecodable input.
+  """
+  if not data:
+    raise BadImage("empty file")
+  fmt = sniff_format(data)
+  if fmt is None:
+    raise BadImage("not a JPEG or PNG file (unknown or unsupported format)")
+  try:
+    with Image.open(io.BytesIO(data)) as img:
+      img.load()  # Raises on truncation (LOAD_TRUNCATED_IMAGES is off).
+      width, height = img.size
+      channels = _MODE_CHANNELS.get(img.mode)
+  except Exception as e:  # pylint: disable=broad-except
+    raise BadImage(f"corrupt or truncated {fmt}: {e}") from e
+  if channels is None:
+    raise BadImage(f"unsupported {fmt} pixel mode {img.mode}")
+  if width < 1 or height < 1:
+    raise BadImage(f"{fmt} has no pixels ({width}x{height})")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
+  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+    raise BadImage(f"TensorFlow cannot decode this {fmt}: {e.message}") from e
+  if tuple(decoded.shape[:2]) != (height, width):
+    raise BadImage(f"decoders disagree on the size of this {fmt}")
+  return height, width, channels
+
+
+def make_example(record: image_layouts.ImageRecord, data: bytes, task: str,
+                 source: str, shape: Tuple[int, int, int]):
+  """The tf.Example for one checked image (see schema/ for the features)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  label = image_layouts.label_for_task(record.diagnosis, task)
+  label_name = image_layouts.CLASS_NAMES[task][label]
+
+  def _bytes(v):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+  def _int(v):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+
+  height, width, channels = shape
+  return tf.train.Example(features=tf.train.Features(feature={
+      "image": _bytes(data),
+      "label": _int(label),
+      "label_name": _bytes(label_name.encode()),
+      "diagnosis": _bytes(record.diagnosis.encode()),
+      "source": _bytes(source.encode()),
+      "file_name": _bytes(record.file_name.encode()),
+      "patient_id": _bytes(record.patient_id.encode()),
+      "height": _int(height),
+      "width": _int(width),
+      "channels": _int(channels),
+  }))

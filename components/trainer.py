@@ -1,0 +1,119 @@
+"""Trainer user code (`run_fn`) for the TFX Trainer.
+
+Reads the Transform output with the Trainer's data accessor (tfxio: parallel
+reads and parsing), decodes the stored uint8 pixels on batches, augments the
+train split only, prefetches, trains one model and exports it with the
+signatures of serving/signatures.py.
+
+custom_config keys (all optional): task, model, image_size, epochs,
+batch_size, learning_rate, seed.
+"""
+
+import json
+import os
+import time
+from typing import Any, Dict
+
+from absl import logging
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from components import augment
+from components import models
+from components import transform
+from serving import signatures
+
+DEFAULTS: Dict[str, Any] = {
+    "task": "binary",
+    "model": "cnn_aug",
+    "image_size": transform.DEFAULT_IMAGE_SIZE,
+    "epochs": 30,
+    "batch_size": 32,
+    "learning_rate": 5e-4,
+    "seed": 42,
+}
+HISTORY_FILE = "history.json"
+
+
+def training_config(custom_config) -> Dict[str, Any]:
+  config = dict(DEFAULTS)
+  config.update(custom_config or {})
+  return config
+
+
+def input_fn(file_pattern, data_accessor: tfx.components.DataAccessor,
+             tf_transform_output: tft.TFTransformOutput, batch_size: int,
+             image_size: int, train: bool, augmented: bool,
+             seed: int) -> tf.data.Dataset:
+  """(float32 pixels [batch, S, S, 3] in [0, 255], label [batch]) batches.
+
+  One pass over the files per Keras epoch; shuffled and augmented for
+  training only.
+  """
+  dataset = data_accessor.tf_dataset_factory(
+      file_pattern,
+      tfxio.TensorFlowDatasetOptions(
+          batch_size=batch_size, label_key=transform.LABEL_KEY,
+          num_epochs=1, shuffle=train, shuffle_seed=seed,
+          shuffle_buffer_size=1024 if train else 1),
+      tf_transform_output.transformed_metadata.schema)
+
+  def to_images(features, label):
+    images = transform.image_from_transformed(features[transform.PIXELS_KEY],
+                                              image_size)
+    images = tf.cast(images, tf.float32)
+    if train and augmented:
+      images = augment.augment_images(images)
+    return images, tf.reshape(label, [-1])
+
+  return dataset.map(to_images, num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=not train).prefetch(tf.data.AUTOTUNE)
+
+
+class _EpochTimer(tf.keras.callbacks.Callback):
+  """Adds seconds per epoch to the Keras history."""
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    if logs is not None:
+      logs["seconds"] = time.perf_counter() - self._start
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+  """TFX Trainer entry point."""
+  config = training_config(fn_args.custom_config)
+  logging.info("Training with %s", config)
+  tf.keras.utils.set_random_seed(int(config["seed"]))
+  task, name = config["task"], config["model"]
+  image_size = int(config["image_size"])
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+
+  def dataset(files, train):
+    return input_fn(files, fn_args.data_accessor, tf_transform_output,
+                    int(config["batch_size"]), image_size, train=train,
+                    augmented=name in models.AUGMENTED_MODELS,
+                    seed=int(config["seed"]))
+
+  model = models.build_model(name, task, image_size)
+  models.compile_model(model, task, float(config["learning_rate"]))
+  model.summary(print_fn=logging.info)
+  history = model.fit(
+      dataset(fn_args.train_files, train=True),
+      validation_data=dataset(fn_args.eval_files, train=False),
+      epochs=int(config["epochs"]),
+      callbacks=[_EpochTimer(),
+                 tf.keras.callbacks.TensorBoard(
+                     log_dir=os.path.join(fn_args.model_run_dir, "logs"))],
+      verbose=2)
+
+  tf.io.gfile.makedirs(fn_args.model_run_dir)
+  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE),
+                         "w") as f:
+    json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()},
+              f, indent=1)
+  signatures.export_serving_model(model, tf_transform_output,
+                                  fn_args.serving_model_dir, task, image_size)

@@ -1,0 +1,127 @@
+"""The `cxr` command line.
+
+  cxr synth OUT_DIR [--n N --size S --seed K]    synthetic chest X-rays
+  cxr run --data DIR --task binary|multiclass --output OUT [...]
+  cxr summary --output OUT --task binary|multiclass
+"""
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+# Keras 2 before TensorFlow is imported anywhere (see components/__init__).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from components import image_layouts  # pylint: disable=g-import-not-at-top
+from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+from pipeline import runner  # pylint: disable=g-import-not-at-top
+from pipeline import summary  # pylint: disable=g-import-not-at-top
+from pipeline import synthetic  # pylint: disable=g-import-not-at-top
+
+
+def _synth(args) -> int:
+  counts = synthetic.generate(args.out_dir, n=args.n, size=args.size,
+                              seed=args.seed)
+  total = sum(counts.values())
+  print(f"wrote {total} images to {args.out_dir}: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+  print(f"lesion boxes: {os.path.join(args.out_dir, synthetic.LESIONS_FILE)}")
+  return 0
+
+
+def _print_summary(output: str, task: str) -> Optional[summary.RunSummary]:
+  try:
+    result = summary.summarize(runner.output_paths(output)["metadata"],
+                               runner.pipeline_name_for(task))
+  except (FileNotFoundError, ValueError) as e:
+    print(f"no run summary: {e}")
+    return None
+  print("\n".join(result.lines()))
+  return result
+
+
+def _run(args) -> int:
+  settings = pipeline_lib.TrainingSettings(
+      model=args.model, image_size=args.image_size, epochs=args.epochs,
+      batch_size=args.batch_size, learning_rate=args.learning_rate,
+      seed=args.seed, min_accuracy=args.min_accuracy, min_auc=args.min_auc)
+  try:
+    runner.run(args.data, args.task, args.output, settings,
+               runner=args.runner, beam_mode=args.beam_mode,
+               eval_percent=args.eval_percent,
+               enable_cache=not args.no_cache)
+  except Exception as e:  # pylint: disable=broad-except
+    # The runner has logged the traceback; end with what a person needs.
+    print("\n".join(["", "=" * 72, "The pipeline run failed:", str(e),
+                     "=" * 72]), file=sys.stderr)
+    _print_summary(args.output, args.task)
+    return 1
+  print("=" * 72)
+  result = _print_summary(args.output, args.task)
+  print("=" * 72)
+  return 0 if result is not None else 1
+
+
+def _summary(args) -> int:
+  return 0 if _print_summary(args.output, args.task) is not None else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="cxr", description="Chest X-ray pneumonia pipeline on TFX.")
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  synth = sub.add_parser("synth", help="write a synthetic chest X-ray set "
+                         "in the Kaggle binary layout")
+  synth.add_argument("out_dir")
+  synth.add_argument("--n", type=int, default=300, help="number of images")
+  synth.add_argument("--size", type=int, default=256, help="image side, px")
+  synth.add_argument("--seed", type=int, default=0)
+  synth.set_defaults(func=_synth)
+
+  defaults = pipeline_lib.TrainingSettings()
+  run = sub.add_parser("run", help="run the pipeline on a data folder")
+  run.add_argument("--data", required=True,
+                   help="data set folder (Kaggle binary or 3-class layout)")
+  run.add_argument("--task", required=True, choices=image_layouts.TASKS)
+  run.add_argument("--output", required=True,
+                   help="output folder: artifacts, metadata, serving/")
+  run.add_argument("--model", default=defaults.model,
+                   choices=("cnn", "cnn_aug"))
+  run.add_argument("--epochs", type=int, default=defaults.epochs)
+  run.add_argument("--image-size", type=int, default=defaults.image_size)
+  run.add_argument("--batch-size", type=int, default=defaults.batch_size)
+  run.add_argument("--learning-rate", type=float,
+                   default=defaults.learning_rate)
+  run.add_argument("--seed", type=int, default=defaults.seed)
+  run.add_argument("--min-accuracy", type=float, default=defaults.min_accuracy,
+                   help="blessing floor on test accuracy")
+  run.add_argument("--min-auc", type=float, default=defaults.min_auc,
+                   help="blessing floor on test AUC (binary task)")
+  run.add_argument("--eval-percent", type=int, default=10,
+                   help="percent of train patients held out for validation")
+  run.add_argument("--runner", choices=runner.RUNNERS, default="beam")
+  run.add_argument("--beam-mode", choices=runner.BEAM_MODES,
+                   default="in_memory",
+                   help="Beam DirectRunner mode; multi_processing pays off "
+                   "on large data sets only")
+  run.add_argument("--no-cache", action="store_true",
+                   help="re-run every component even if its inputs are "
+                   "unchanged")
+  run.set_defaults(func=_run)
+
+  summ = sub.add_parser("summary", help="print the latest run's summary")
+  summ.add_argument("--output", required=True)
+  summ.add_argument("--task", required=True, choices=image_layouts.TASKS)
+  summ.set_defaults(func=_summary)
+  return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  args = build_parser().parse_args(argv)
+  return args.func(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

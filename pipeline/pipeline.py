@@ -1,0 +1,133 @@
+"""The chest X-ray TFX pipeline: a pure factory, the same for every runner.
+
+ImageExampleGen -> ImportSchemaGen -> StatisticsGen -> ExampleValidator ->
+DataValidationGate -> Transform -> Trainer -> (Resolver) Evaluator -> Pusher.
+
+User code is referred to by module path (`components.trainer.run_fn`), so the
+installed package is the only thing a worker or container needs.
+"""
+
+import dataclasses
+import os
+from typing import List, Optional
+
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from components import image_example_gen
+from components import transform
+from components import validation_gate
+from pipeline import eval_config
+import schema
+
+TRANSFORM_FN = "components.transform.preprocessing_fn"
+TRAINER_FN = "components.trainer.run_fn"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+  """What the Trainer and the Evaluator are asked to do."""
+  model: str = "cnn_aug"
+  image_size: int = transform.DEFAULT_IMAGE_SIZE
+  epochs: int = 30
+  batch_size: int = 32
+  learning_rate: float = 5e-4
+  seed: int = 42
+  min_accuracy: float = 0.75
+  min_auc: float = 0.85
+
+
+def serving_model_name(task: str, model: str) -> str:
+  return f"cxr_{task}_{model}"
+
+
+def create_pipeline(
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    task: str,
+    serving_base: str,
+    settings: TrainingSettings = TrainingSettings(),
+    eval_percent: int = 10,
+    input_fingerprint: Optional[str] = None,
+    metadata_connection_config: Optional[
+        metadata_store_pb2.ConnectionConfig] = None,
+    beam_pipeline_args: Optional[List[str]] = None,
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+  """Builds the pipeline; nothing runs and no file is touched here."""
+  example_gen = image_example_gen.ImageExampleGen(
+      input_base=data_root, task=task, eval_percent=eval_percent,
+      input_fingerprint=input_fingerprint)
+  schema_importer = tfx.components.ImportSchemaGen(
+      schema_file=schema.schema_path(task))
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs["examples"],
+      schema=schema_importer.outputs["schema"])
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs["statistics"],
+      schema=schema_importer.outputs["schema"])
+  gate = validation_gate.DataValidationGate(
+      anomalies=example_validator.outputs["anomalies"])
+
+  transform_component = tfx.components.Transform(
+      examples=example_gen.outputs["examples"],
+      schema=schema_importer.outputs["schema"],
+      preprocessing_fn=TRANSFORM_FN,
+      splits_config=tfx.proto.SplitsConfig(
+          analyze=["train"], transform=["train", "eval", "test"]),
+      custom_config={"image_size": settings.image_size},
+      # Statistics of serialized pixels say nothing a person can use.
+      disable_statistics=True)
+  transform_component.add_upstream_node(gate)
+
+  trainer = tfx.components.Trainer(
+      run_fn=TRAINER_FN,
+      examples=transform_component.outputs["transformed_examples"],
+      transform_graph=transform_component.outputs["transform_graph"],
+      train_args=tfx.proto.TrainArgs(splits=["train"]),
+      eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+      custom_config={
+          "task": task,
+          "model": settings.model,
+          "image_size": settings.image_size,
+          "epochs": settings.epochs,
+          "batch_size": settings.batch_size,
+          "learning_rate": settings.learning_rate,
+          "seed": settings.seed,
+      })
+
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(
+          type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id("latest_blessed_model_resolver")
+
+  # Blessing is judged on the data set's own test split, never seen in
+  # training or model selection.
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs["examples"],
+      model=trainer.outputs["model"],
+      baseline_model=model_resolver.outputs["model"],
+      example_splits=["test"],
+      eval_config=eval_config.make_eval_config(task, settings.min_accuracy,
+                                               settings.min_auc))
+
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs["model"],
+      model_blessing=evaluator.outputs["blessing"],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=os.path.join(
+                  serving_base, serving_model_name(task, settings.model)))))
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=pipeline_name,
+      pipeline_root=pipeline_root,
+      components=[example_gen, schema_importer, statistics_gen,
+                  example_validator, gate, transform_component, trainer,
+                  model_resolver, evaluator, pusher],
+      enable_cache=enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args or [])

@@ -1,0 +1,164 @@
+"""What the latest run of a pipeline did, read back from ML Metadata.
+
+Reads only the run's own records (executions of the latest `pipeline_run`
+context, cached ones included), so a summary never mixes runs.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional
+
+from google.protobuf import text_format
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+import tensorflow_model_analysis as tfma
+
+from components import image_example_gen
+
+_DONE = (metadata_store_pb2.Execution.COMPLETE,
+         metadata_store_pb2.Execution.CACHED)
+
+
+@dataclasses.dataclass
+class RunSummary:
+  pipeline_name: str
+  run_id: str
+  states: Dict[str, str]  # node id -> execution state
+  image_counts: Dict[str, int]
+  quarantine_csv: Optional[str]
+  metrics: Dict[str, Dict[str, float]]  # slice -> metric -> value
+  blessed: Optional[bool]
+  failed_thresholds: List[str]
+  pushed_model: Optional[str]
+
+  def lines(self) -> List[str]:
+    c = self.image_counts
+    out = [f"Pipeline {self.pipeline_name}, run {self.run_id}"]
+    if c:
+      out.append(
+          f"  images: {c.get('ingested', 0)} ingested (train {c.get('train')}, "
+          f"eval {c.get('eval')}, test {c.get('test')}), "
+          f"{c.get('quarantined', 0)} quarantined"
+          + (f" -> {self.quarantine_csv}" if c.get("quarantined") else ""))
+    for slice_name, values in self.metrics.items():
+      shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in sorted(values.items()))
+      out.append(f"  test metrics [{slice_name}]: {shown}")
+    if self.blessed is not None:
+      out.append("  blessed: " + ("yes" if self.blessed else "NO"))
+      out.extend(f"    failed: {f}" for f in self.failed_thresholds)
+    out.append(f"  pushed model: {self.pushed_model or 'none'}")
+    not_done = {n: s for n, s in self.states.items() if s not in
+                ("COMPLETE", "CACHED")}
+    if not_done:
+      out.append(f"  not completed: {not_done}")
+    return out
+
+
+def _open(metadata_path: str) -> metadata_store.MetadataStore:
+  config = metadata_store_pb2.ConnectionConfig()
+  config.sqlite.filename_uri = metadata_path
+  config.sqlite.connection_mode = (
+      metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
+  return metadata_store.MetadataStore(config)
+
+
+def _slice_name(slice_key) -> str:
+  return tfma.slicer.stringify_slice_key(slice_key) or "Overall"
+
+
+def read_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
+  """slice -> metric name -> value, from an Evaluator output folder."""
+  result = tfma.load_eval_result(evaluation_uri)
+  out = {}
+  for slice_key, by_output in result.slicing_metrics:
+    values = {}
+    for by_class in by_output.values():
+      for metrics in by_class.values():
+        for name, value in metrics.items():
+          if "doubleValue" in value:
+            values[name] = float(value["doubleValue"])
+    out[_slice_name(slice_key)] = values
+  return out
+
+
+def failed_thresholds(evaluation_uri: str) -> List[str]:
+  """'metric on slice: value v, threshold t' for every failed validation."""
+  result = tfma.load_validation_result(evaluation_uri)
+  failed = []
+  for slice_failure in result.metric_validations_per_slice:
+    name = _slice_name(tfma.slicer.deserialize_slice_key(
+        slice_failure.slice_key))
+    for failure in slice_failure.failures:
+      threshold = text_format.MessageToString(failure.metric_threshold,
+                                              as_one_line=True)
+      failed.append(f"{failure.metric_key.name} on {name} is "
+                    f"{failure.metric_value.double_value.value:.4f}; "
+                    f"threshold {threshold} {failure.message}".rstrip())
+  return failed
+
+
+def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
+  """Summary of the latest run of `pipeline_name` in the metadata store."""
+  if not os.path.exists(metadata_path):
+    raise FileNotFoundError(f"no ML Metadata at {metadata_path}")
+  store = _open(metadata_path)
+  pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
+  if pipeline_ctx is None:
+    raise ValueError(f"pipeline {pipeline_name} has never run here")
+  executions = store.get_executions_by_context(pipeline_ctx.id)
+  runs = {}
+  for execution in executions:
+    for ctx in store.get_contexts_by_execution(execution.id):
+      if ctx.type == "pipeline_run":
+        runs[ctx.id] = ctx
+  run = max(runs.values(), key=lambda c: c.create_time_since_epoch)
+  states, outputs = {}, {}
+  state_names = metadata_store_pb2.Execution.State.Name
+  for execution in store.get_executions_by_context(run.id):
+    node = next(c.name.split(".", 1)[1]
+                for c in store.get_contexts_by_execution(execution.id)
+                if c.type == "node")
+    states[node] = state_names(execution.last_known_state)
+    if execution.last_known_state not in _DONE:
+      continue
+    events = store.get_events_by_execution_ids([execution.id])
+    ids = [e.artifact_id for e in events
+           if e.type == metadata_store_pb2.Event.OUTPUT]
+    for artifact in store.get_artifacts_by_id(ids):
+      outputs[(node, store.get_artifact_types_by_id(
+          [artifact.type_id])[0].name)] = artifact
+
+  def output(node, type_name):
+    return outputs.get((node, type_name))
+
+  examples = output("ImageExampleGen", "Examples")
+  quarantine = output("ImageExampleGen",
+                      image_example_gen.ImageQuarantine.TYPE_NAME)
+  counts = {}
+  if examples is not None:
+    counts = json.loads(examples.custom_properties[
+        image_example_gen.COUNTS_PROPERTY].string_value)
+  evaluation = output("Evaluator", "ModelEvaluation")
+  blessing = output("Evaluator", "ModelBlessing")
+  pushed = output("Pusher", "PushedModel")
+  blessed = None
+  if blessing is not None:
+    blessed = bool(blessing.custom_properties["blessed"].int_value)
+  pushed_path = None
+  if pushed is not None and pushed.custom_properties["pushed"].int_value:
+    pushed_path = pushed.custom_properties["pushed_destination"].string_value
+  return RunSummary(
+      pipeline_name=pipeline_name,
+      run_id=run.name,
+      states=states,
+      image_counts=counts,
+      quarantine_csv=(os.path.join(quarantine.uri,
+                                   image_example_gen.QUARANTINE_FILE)
+                      if quarantine is not None else None),
+      metrics=read_metrics(evaluation.uri) if evaluation else {},
+      blessed=blessed,
+      failed_thresholds=(failed_thresholds(evaluation.uri)
+                         if evaluation and blessed is False else []),
+      pushed_model=pushed_path)

@@ -1,0 +1,207 @@
+"""Procedural chest X-ray generator for demos and tests.
+
+Real data cannot be downloaded on every machine, so the demo and the end-to-end
+tests run on images drawn here: a thorax, two lung fields, ribs, spine, heart
+shadow and noise. Pneumonia images carry a lesion whose bounding box is written
+to a sidecar (`lesions.json`), so Grad-CAM can later be checked against it:
+
+* bacterial: a dense focal/lobar consolidation in one lung;
+* viral: a diffuse bilateral interstitial haze over both lungs.
+
+The output is the Kaggle binary layout (`train|test/NORMAL|PNEUMONIA/*.jpeg`)
+with Kermany-style file names, several images per patient, split by patient.
+Everything is drawn from one `numpy.random.Generator`, so a seed fixes the set.
+"""
+
+import dataclasses
+import io
+import json
+import os
+from typing import Dict, List, Tuple
+
+import numpy as np
+from PIL import Image
+
+KINDS = ("normal", "bacterial", "viral")
+LESIONS_FILE = "lesions.json"
+# Share of patients per kind; Kermany is about 1 normal : 2.9 pneumonia, but a
+# balanced demo set learns faster and still exercises every class.
+KIND_SHARES = (0.4, 0.3, 0.3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Anatomy:
+  """One patient's fixed anatomy, in fractions of the image size."""
+  thorax_w: float
+  thorax_h: float
+  lung_w: float
+  lung_h: float
+  lung_gap: float
+  lung_top: float
+  heart_r: float
+  rib_period: float
+  tissue: float
+
+
+def _patient_anatomy(rng: np.random.Generator) -> Anatomy:
+  return Anatomy(
+      thorax_w=rng.uniform(0.40, 0.47),
+      thorax_h=rng.uniform(0.42, 0.48),
+      lung_w=rng.uniform(0.14, 0.18),
+      lung_h=rng.uniform(0.28, 0.34),
+      lung_gap=rng.uniform(0.17, 0.21),
+      lung_top=rng.uniform(0.44, 0.50),
+      heart_r=rng.uniform(0.11, 0.14),
+      rib_period=rng.uniform(0.065, 0.085),
+      tissue=rng.uniform(0.40, 0.50),
+  )
+
+
+def _ellipse(yy, xx, cy, cx, ry, rx, softness=0.03):
+  """Soft-edged ellipse mask in [0, 1]."""
+  d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+  return np.clip((1.0 - d) / softness, 0.0, 1.0)
+
+
+def _smooth_noise(rng, size, cells):
+  """Low-frequency noise: a coarse random grid upsampled bilinearly."""
+  coarse = rng.standard_normal((cells, cells)).astype(np.float32)
+  img = Image.fromarray(coarse, mode="F").resize((size, size), Image.BILINEAR)
+  return np.asarray(img)
+
+
+def _box(mask: np.ndarray, threshold: float = 0.2) -> List[int]:
+  ys, xs = np.nonzero(mask > threshold)
+  return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def draw_image(rng: np.random.Generator, anatomy: Anatomy, kind: str,
+               size: int) -> Tuple[np.ndarray, List[List[int]]]:
+  """Draws one grayscale image; returns (uint8 [size, size], lesion boxes).
+
+  Boxes are [x0, y0, x1, y1] in pixels, one per lesion (none for normal).
+  """
+  if kind not in KINDS:
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+  yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+  # Per-image pose and exposure jitter, so brightness alone cannot tell classes.
+  cy = 0.5 + rng.uniform(-0.03, 0.03)
+  cx = 0.5 + rng.uniform(-0.03, 0.03)
+  exposure = rng.uniform(0.85, 1.15)
+
+  img = np.full((size, size), 0.08, np.float32)
+  thorax = _ellipse(yy, xx, cy + 0.02, cx, anatomy.thorax_h, anatomy.thorax_w,
+                    0.08)
+  img += thorax * anatomy.tissue
+  spine = np.exp(-((xx - cx) / 0.025) ** 2) * thorax
+  img += 0.25 * spine
+
+  lungs = []
+  for side in (-1, 1):
+    lung = _ellipse(yy, xx, cy - 0.5 + anatomy.lung_top,
+                    cx + side * anatomy.lung_gap, anatomy.lung_h,
+                    anatomy.lung_w, 0.15)
+    lungs.append(lung)
+  lung_mask = np.maximum(*lungs)
+  img -= 0.30 * lung_mask
+
+  # Ribs: bright arcs, periodic down the chest and bending downwards sideways.
+  bend = 0.9 * (xx - cx) ** 2
+  phase = (yy - bend) / anatomy.rib_period
+  ribs = np.clip(np.cos(2 * np.pi * phase), 0, 1) ** 4
+  img += 0.10 * ribs * thorax
+
+  # Heart shadow: bright, lower centre, reaching into the image-right lung.
+  heart = _ellipse(yy, xx, cy + 0.12, cx + 0.05, anatomy.heart_r * 1.1,
+                   anatomy.heart_r * 1.3, 0.25)
+  img = np.maximum(img, heart * (anatomy.tissue + 0.12))
+
+  boxes: List[List[int]] = []
+  if kind == "bacterial":
+    # Lobar consolidation: a dense blob in a lower or middle zone of one lung.
+    side = rng.choice([-1, 1])
+    ly = cy - 0.5 + anatomy.lung_top + rng.uniform(-0.05, 0.15)
+    lx = cx + side * anatomy.lung_gap + rng.uniform(-0.03, 0.03)
+    ry, rx = rng.uniform(0.09, 0.14), rng.uniform(0.07, 0.11)
+    blob = _ellipse(yy, xx, ly, lx, ry, rx, 0.5)
+    blob *= 0.8 + 0.4 * np.clip(_smooth_noise(rng, size, 8), -1, 1) * 0.5
+    blob = np.clip(blob, 0, 1) * lungs[0 if side < 0 else 1]
+    img += 0.55 * blob
+    boxes.append(_box(blob))
+  elif kind == "viral":
+    # Interstitial haze: fine reticular texture over both lungs.
+    texture = (0.6 + 0.4 * _smooth_noise(rng, size, 24))
+    reticular = np.abs(np.sin(xx * size / 3.0) * np.sin(yy * size / 3.5))
+    haze = np.clip(texture * (0.7 + 0.3 * reticular), 0, 1.4)
+    for lung in lungs:
+      part = lung * haze
+      img += 0.32 * part
+      boxes.append(_box(lung))
+
+  img += 0.04 * _smooth_noise(rng, size, 6)
+  img *= exposure
+  img += rng.normal(0, 0.025, img.shape).astype(np.float32)
+  pixels = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+  return pixels, boxes
+
+
+def _encode_jpeg(pixels: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(pixels, mode="L").save(buf, format="JPEG", quality=92)
+  return buf.getvalue()
+
+
+def generate(out_dir: str, n: int = 300, size: int = 256, seed: int = 0,
+             test_fraction: float = 0.2,
+             images_per_patient: Tuple[int, int] = (1, 4)) -> Dict[str, int]:
+  """Writes about `n` images in the Kaggle binary layout under `out_dir`.
+
+  Patients get 1-4 images each (inclusive) and whole patients go to `test`
+  with probability `test_fraction`, so no patient spans both splits.
+  Returns the count of images per `split/kind`.
+  """
+  if n < 1:
+    raise ValueError(f"n must be at least 1, got {n}")
+  if size < 32:
+    raise ValueError(f"size must be at least 32 px, got {size}")
+  rng = np.random.default_rng(seed)
+  lesions: Dict[str, List[List[int]]] = {}
+  counts: Dict[str, int] = {}
+  next_id = {"normal": 1, "bacterial": 1, "viral": 1}
+  image_no = {"bacterial": 1, "viral": 1}
+  written = 0
+  while written < n:
+    kind = KINDS[rng.choice(len(KINDS), p=KIND_SHARES)]
+    split = "test" if rng.random() < test_fraction else "train"
+    anatomy = _patient_anatomy(rng)
+    patient = next_id[kind]
+    next_id[kind] += 1
+    lo, hi = images_per_patient
+    for k in range(min(int(rng.integers(lo, hi + 1)), n - written)):
+      if kind == "normal":
+        folder, name = "NORMAL", f"IM-{patient:04d}-{k + 1:04d}.jpeg"
+      else:
+        tag = "bacteria" if kind == "bacterial" else "virus"
+        folder = "PNEUMONIA"
+        name = f"person{patient}_{tag}_{image_no[kind]}.jpeg"
+        image_no[kind] += 1
+      pixels, boxes = draw_image(rng, anatomy, kind, size)
+      rel = f"{split}/{folder}/{name}"
+      path = os.path.join(out_dir, rel)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "wb") as f:
+        f.write(_encode_jpeg(pixels))
+      lesions[rel] = boxes
+      key = f"{split}/{kind}"
+      counts[key] = counts.get(key, 0) + 1
+      written += 1
+  with open(os.path.join(out_dir, LESIONS_FILE), "w") as f:
+    json.dump({"size": size, "seed": seed, "boxes": lesions}, f, indent=1,
+              sort_keys=True)
+  return counts
+
+
+def load_lesions(data_dir: str) -> Dict[str, List[List[int]]]:
+  """Reads the sidecar: relative image path -> list of [x0, y0, x1, y1]."""
+  with open(os.path.join(data_dir, LESIONS_FILE)) as f:
+    return json.load(f)["boxes"]

@@ -1,0 +1,28 @@
+"""Chest X-ray pneumonia pipeline on TFX: install with the constraints file.
+
+    pip install -c constraints.txt -e '.[test]'
+"""
+
+import setuptools
+
+setuptools.setup(
+    name="cxr-tfx",
+    version="0.1.0",
+    description=("TFX pipeline that detects pneumonia in chest X-rays and "
+                 "serves its models through TF Serving"),
+    python_requires=">=3.9,<3.11",
+    packages=setuptools.find_packages(
+        include=["pipeline", "components", "schema", "serving", "kubeflow"]),
+    package_data={"schema": ["*/schema.pbtxt"]},
+    install_requires=[
+        "tfx[kfp]==1.16.0",
+        "tensorflow==2.16.2",
+        "tf-keras==2.16.0",
+        "tensorflow-serving-api==2.16.1",
+        "grpcio",
+        "pillow",
+        "numpy",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["cxr = pipeline.cli:main"]},
+)

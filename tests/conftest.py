@@ -1,0 +1,63 @@
+"""Shared fixtures: real data from ../shared/data and small synthetic sets."""
+
+import csv
+import os
+import shutil
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+REAL_BINARY = os.path.join(SHARED_DATA, "chest_xray")
+REAL_MULTICLASS = os.path.join(SHARED_DATA, "chest_xray_multiclass")
+
+
+def _need(path):
+  if not os.path.isdir(path):
+    pytest.fail(f"real test data missing: {path} (see README, 'Tests')")
+  return path
+
+
+def _first(names, pattern, k):
+  return [n for n in sorted(names) if pattern in n][:k]
+
+
+@pytest.fixture(scope="session")
+def real_binary_subset(tmp_path_factory):
+  """A fixed slice of the real Kaggle-binary-layout set, every kind in it."""
+  src = _need(REAL_BINARY)
+  dst = tmp_path_factory.mktemp("real_binary")
+  for split, k in (("train", 8), ("test", 3)):
+    for folder, patterns in (("NORMAL", ("IM-",)),
+                             ("PNEUMONIA", ("_bacteria_", "_virus_"))):
+      names = os.listdir(os.path.join(src, split, folder))
+      os.makedirs(dst / split / folder)
+      for pattern in patterns:
+        for name in _first(names, pattern, k):
+          shutil.copy(os.path.join(src, split, folder, name),
+                      dst / split / folder / name)
+  return str(dst)
+
+
+@pytest.fixture(scope="session")
+def real_multiclass_subset(tmp_path_factory):
+  """A fixed slice of the real Kaggle-3-class-layout set (5 per class)."""
+  src = _need(REAL_MULTICLASS)
+  dst = tmp_path_factory.mktemp("real_multiclass")
+  for split, k in (("train", 6), ("test", 3)):
+    with open(os.path.join(src, f"labels_{split}.csv")) as f:
+      rows = list(csv.DictReader(f))
+    chosen = []
+    for class_id in ("0", "1", "2"):
+      chosen += [r for r in rows if r["class_id"] == class_id][:k]
+    os.makedirs(dst / f"{split}_images")
+    for row in chosen:
+      shutil.copy(os.path.join(src, f"{split}_images", row["file_name"]),
+                  dst / f"{split}_images" / row["file_name"])
+    with open(dst / f"labels_{split}.csv", "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=["file_name", "class_id"])
+      writer.writeheader()
+      writer.writerows(chosen)
+  return str(dst)

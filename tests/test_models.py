@@ -1,0 +1,64 @@
+"""The thesis CNN and the augmentation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import augment
+from components import models
+
+
+def test_thesis_cnn_parameter_count():
+  # The thesis's from-scratch CNN at 224 px, binary head.
+  assert models.build_model("cnn", "binary", 224).count_params() == 16_433_665
+  # Dropout adds no parameters.
+  assert models.build_model("cnn_aug", "binary",
+                            224).count_params() == 16_433_665
+
+
+@pytest.mark.parametrize("task,units", [("binary", 1), ("multiclass", 3)])
+def test_heads_and_one_training_step(task, units):
+  model = models.build_model("cnn_aug", task, 64)
+  models.compile_model(model, task, 5e-4)
+  images = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3))
+  labels = np.array([0, 1, 1, 0]) if units == 1 else np.array([0, 1, 2, 1])
+  before = [w.copy() for w in model.get_weights()]
+  model.fit(images.astype(np.float32), labels, epochs=1, verbose=0)
+  out = model.predict(images.astype(np.float32), verbose=0)
+  assert out.shape == (4, units)
+  assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5) or units == 1
+  assert any(not np.array_equal(a, b)
+             for a, b in zip(before, model.get_weights()))
+
+
+def test_unknown_model_or_task():
+  with pytest.raises(ValueError, match="model must be one of"):
+    models.build_model("alexnet", "binary", 64)
+  with pytest.raises(ValueError, match="task must be one of"):
+    models.build_model("cnn", "ternary", 64)
+
+
+def test_augmentation_transforms_each_image_differently():
+  tf.keras.utils.set_random_seed(1)
+  # A bright square off-centre: any rotation, shift, zoom or flip moves it.
+  image = np.zeros((64, 64, 3), np.float32)
+  image[10:25, 12:30] = 255.0
+  batch = tf.constant(np.stack([image] * 8))
+  out = augment.augment_images(batch).numpy()
+  assert out.shape == batch.shape and out.dtype == np.float32
+  assert out.min() >= 0.0 and out.max() <= 255.0
+  moved = [not np.allclose(o, image, atol=1.0) for o in out]
+  assert all(moved)
+  # Images differ from each other: per-image parameters, not one per batch.
+  assert len({o.tobytes() for o in out}) == len(out)
+
+
+def test_augmentation_matrix_is_identity_at_zero_ranges(monkeypatch):
+  for name in ("ROTATION_DEG", "SHIFT", "SHEAR_DEG", "ZOOM"):
+    monkeypatch.setattr(augment, name, 0.0)
+  transforms = augment.random_affine(16, 32, 32).numpy()
+  a00, a01, a02, a10, a11, a12 = transforms[:, :6].T
+  # Only the horizontal flip remains: x -> 31 - x.
+  assert np.allclose(np.abs(a00), 1) and np.allclose(a11, 1)
+  assert np.allclose(a01, 0) and np.allclose(a10, 0) and np.allclose(a12, 0)
+  assert np.allclose(a02[a00 < 0], 31) and np.allclose(a02[a00 > 0], 0)

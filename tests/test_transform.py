@@ -1,0 +1,80 @@
+"""preprocessing_fn through tft_beam on real chest X-rays."""
+
+import glob
+import os
+
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata
+from tensorflow_transform.tf_metadata import schema_utils
+
+from components import transform
+
+SIZE = 48
+
+
+def _raw_metadata():
+  return dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec({
+      "image": tf.io.FixedLenFeature([1], tf.string),
+      "label": tf.io.FixedLenFeature([1], tf.int64),
+  }))
+
+
+def _transform(instances, tmp_path):
+  with tft_beam.Context(temp_dir=str(tmp_path)):
+    (transformed, _), _ = (
+        (instances, _raw_metadata())
+        | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: transform.preprocessing_fn(
+                inputs, {"image_size": SIZE})))
+  return transformed
+
+
+def _expected_pixels(path):
+  """An independent reference: PIL decode, grayscale -> RGB, resize."""
+  with Image.open(path) as img:
+    rgb = np.asarray(img.convert("RGB"), np.float32)
+  resized = tf.image.resize(rgb, [SIZE, SIZE], antialias=True).numpy()
+  return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+
+
+def test_preprocessing_fn_on_real_images(real_binary_subset, tmp_path):
+  paths = sorted(glob.glob(os.path.join(real_binary_subset, "train", "*",
+                                        "*.jpeg")))[:6]
+  instances = []
+  for i, path in enumerate(paths):
+    with open(path, "rb") as f:
+      instances.append({"image": [f.read()], "label": [i % 2]})
+  transformed = _transform(instances, tmp_path)
+  assert len(transformed) == len(paths)
+  for row, path, instance in zip(transformed, paths, instances):
+    assert row[transform.LABEL_KEY] == instance["label"][0]
+    pixels = transform.image_from_transformed(
+        tf.constant([row[transform.PIXELS_KEY]]), SIZE).numpy()[0]
+    assert pixels.dtype == np.uint8 and pixels.shape == (SIZE, SIZE, 3)
+    # Grayscale X-rays become three equal channels.
+    assert np.array_equal(pixels[..., 0], pixels[..., 1])
+    assert np.array_equal(pixels[..., 1], pixels[..., 2])
+    # Decoders may differ by a grey level on JPEG; the image is the same.
+    diff = np.abs(pixels.astype(int) - _expected_pixels(path).astype(int))
+    assert diff.mean() < 1.0 and pixels.std() > 10
+
+
+def test_png_rgb_and_odd_sizes(tmp_path):
+  rng = np.random.default_rng(0)
+  encoded = []
+  for shape in ((30, 70, 3), (100, 20)):
+    pixels = rng.integers(0, 255, shape, dtype=np.uint8)
+    path = str(tmp_path / f"{len(encoded)}.png")
+    Image.fromarray(pixels).save(path)
+    with open(path, "rb") as f:
+      encoded.append((path, f.read()))
+  transformed = _transform([{"image": [e], "label": [0]} for _, e in encoded],
+                           tmp_path / "tft")
+  for row, (path, _) in zip(transformed, encoded):
+    pixels = transform.image_from_transformed(
+        tf.constant([row[transform.PIXELS_KEY]]), SIZE).numpy()[0]
+    # PNG is lossless: exactly the reference.
+    assert np.array_equal(pixels, _expected_pixels(path))
