@@ -28,9 +28,9 @@ $(VENV)/.installed: setup.py constraints.txt
 	touch $@
 
 demo: install
-	$(BIN)/cxr synth $(DEMO_DATA) --n 400 --size 256 --seed 0
+	$(BIN)/cxr synth $(DEMO_DATA) --n 600 --size 256 --seed 0
 	$(BIN)/cxr run --data $(DEMO_DATA) --task binary --output $(DEMO_OUT) \
-	  --image-size 128 --epochs 8
+	  --image-size 64 --epochs 20
 
 test: install
 	$(BIN)/python -m pytest tests

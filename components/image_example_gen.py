@@ -42,7 +42,8 @@ _METRICS_NAMESPACE = "ImageExampleGen"
 
 class ImageQuarantine(types.Artifact):
   """Inputs that were not ingested, as `quarantine.csv` (path, reason)."""
-  TYPE_NAME = "ImageQuarantine"
+  # "namespace.Name", as KFP v2 custom artifact schema titles must be.
+  TYPE_NAME = "cxr.ImageQuarantine"
 
 
 def _bucket(patient: str, salt: str) -> float:

@@ -37,12 +37,9 @@ def describe_anomalies(anomalies_artifact) -> str:
   return "\n".join(lines)
 
 
-@tfx.dsl.components.component
-def DataValidationGate(  # pylint: disable=invalid-name
-    anomalies: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleAnomalies]):
+def check_anomalies(anomalies_artifact) -> None:
   """Raises DataAnomaliesError if ExampleValidator found any anomaly."""
-  found = describe_anomalies(anomalies)
+  found = describe_anomalies(anomalies_artifact)
   if found:
     raise DataAnomaliesError(
         "The ingested images do not match the data schema, so training was "
@@ -50,3 +47,11 @@ def DataValidationGate(  # pylint: disable=invalid-name
         "Fix the data (see the ingestion component's quarantine.csv for "
         "files it could not read), or, if the change is intended, update "
         "the curated schema in schema/<task>/schema.pbtxt.")
+
+
+@tfx.dsl.components.component
+def DataValidationGate(  # pylint: disable=invalid-name
+    anomalies: tfx.dsl.components.InputArtifact[
+        tfx.types.standard_artifacts.ExampleAnomalies]):
+  """Fails the run if ExampleValidator found any anomaly."""
+  check_anomalies(anomalies)

@@ -167,15 +167,17 @@ def generate(out_dir: str, n: int = 300, size: int = 256, seed: int = 0,
   rng = np.random.default_rng(seed)
   lesions: Dict[str, List[List[int]]] = {}
   counts: Dict[str, int] = {}
-  next_id = {"normal": 1, "bacterial": 1, "viral": 1}
+  # Kermany numbers pneumonia patients (personN) across both kinds.
+  next_id = {"normal": 1, "pneumonia": 1}
   image_no = {"bacterial": 1, "viral": 1}
   written = 0
   while written < n:
     kind = KINDS[rng.choice(len(KINDS), p=KIND_SHARES)]
     split = "test" if rng.random() < test_fraction else "train"
     anatomy = _patient_anatomy(rng)
-    patient = next_id[kind]
-    next_id[kind] += 1
+    series = "normal" if kind == "normal" else "pneumonia"
+    patient = next_id[series]
+    next_id[series] += 1
     lo, hi = images_per_patient
     for k in range(min(int(rng.integers(lo, hi + 1)), n - written)):
       if kind == "normal":

@@ -1,0 +1,85 @@
+"""The whole pipeline on a tiny synthetic set, on the BeamDagRunner."""
+
+import glob
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline import pipeline as pipeline_lib
+from pipeline import runner
+from pipeline import summary
+from pipeline import synthetic
+from serving import signatures
+
+SETTINGS = pipeline_lib.TrainingSettings(
+    model="cnn", image_size=64, epochs=12, batch_size=16, seed=1,
+    min_accuracy=0.8, min_auc=0.9)
+
+
+def test_pipeline_blesses_pushes_and_serves(tmp_path):
+  data, held_back = str(tmp_path / "data"), str(tmp_path / "held_back")
+  synthetic.generate(data, n=300, size=96, seed=11)
+  # Images the pipeline never sees: other patients, another seed.
+  synthetic.generate(held_back, n=24, size=96, seed=12345)
+  out = str(tmp_path / "out")
+
+  runner.run(data, "binary", out, SETTINGS)
+  paths = runner.output_paths(out)
+  result = summary.summarize(paths["metadata"],
+                             runner.pipeline_name_for("binary"))
+  assert set(result.states.values()) == {"COMPLETE"}, result.states
+  assert result.image_counts["ingested"] == 300
+  assert result.image_counts["quarantined"] == 0
+  overall = result.metrics["Overall"]
+  assert overall["example_count"] == result.image_counts["test"]
+  assert overall["binary_accuracy"] >= SETTINGS.min_accuracy
+  assert overall["auc"] >= SETTINGS.min_auc
+  assert {"label:0", "label:1"} <= set(result.metrics)
+  assert result.blessed is True and result.failed_thresholds == []
+
+  # Pushed where TF Serving looks: <base>/<model name>/<numeric version>/.
+  model_dir = os.path.join(paths["serving"],
+                           pipeline_lib.serving_model_name("binary", "cnn"))
+  assert result.pushed_model and result.pushed_model.startswith(model_dir)
+  versions = os.listdir(model_dir)
+  assert len(versions) == 1 and versions[0].isdigit()
+  loaded = tf.saved_model.load(os.path.join(model_dir, versions[0]))
+  assert {signatures.SERVING_DEFAULT, signatures.TF_EXAMPLE} <= set(
+      loaded.signatures)
+
+  files = sorted(glob.glob(os.path.join(held_back, "*", "*", "*.jpeg")))
+  truth = np.array([0 if "/NORMAL/" in f else 1 for f in files])
+  encoded = []
+  for f in files:
+    with open(f, "rb") as fh:
+      encoded.append(fh.read())
+  outputs = loaded.signatures[signatures.SERVING_DEFAULT](
+      images=tf.constant(encoded))
+  probabilities = outputs["probabilities"].numpy()
+  assert probabilities.shape == (len(files), 2)
+  assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+  predicted = outputs["class_id"].numpy()
+  names = [n.decode() for n in outputs["class_name"].numpy()]
+  assert names == [("normal", "pneumonia")[i] for i in predicted]
+  assert (predicted == truth).mean() >= 0.8, (predicted, truth)
+
+  # The tf.Example signature (TFMA, InfraValidator) agrees with it.
+  examples = [tf.train.Example(features=tf.train.Features(feature={
+      "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[e]))
+  })).SerializeToString() for e in encoded]
+  via_examples = loaded.signatures[signatures.TF_EXAMPLE](
+      examples=tf.constant(examples))["outputs"].numpy()
+  assert np.allclose(via_examples[:, 0], probabilities[:, 1], atol=1e-5)
+
+  # A second run with unchanged data and code is served from the cache up
+  # to the Trainer; the Evaluator runs again because it now has a baseline
+  # (the blessed model of the first run).
+  runner.run(data, "binary", out, SETTINGS)
+  rerun = summary.summarize(paths["metadata"],
+                            runner.pipeline_name_for("binary"))
+  assert rerun.run_id != result.run_id
+  assert {n for n, s in rerun.states.items() if s == "CACHED"} >= {
+      "ImageExampleGen", "ImportSchemaGen", "StatisticsGen",
+      "ExampleValidator", "DataValidationGate", "Transform", "Trainer"}
+  assert rerun.states["Evaluator"] == "COMPLETE" and rerun.blessed
