@@ -15,13 +15,11 @@ DEMO_OUT ?= build/demo
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py constraints.txt
-	@command -v $(PYTHON) >/dev/null 2>&1 || { \
-	  echo "error: '$(PYTHON)' not found. This project needs Python 3.10 (TFX 1.16"; \
-	  echo "supports 3.9-3.10). Install it, or point PYTHON at one:"; \
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null || { \
+	  echo "error: this project needs Python 3.10 (TFX 1.16 supports 3.9-3.10), and"; \
+	  echo "'$(PYTHON)' is $$($(PYTHON) --version 2>/dev/null || echo 'not a working interpreter here')."; \
+	  echo "Install Python 3.10, or point PYTHON at one:"; \
 	  echo "  make $(MAKECMDGOALS) PYTHON=/path/to/python3.10"; exit 1; }
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' || { \
-	  echo "error: '$(PYTHON)' is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'), not 3.10."; \
-	  echo "Point PYTHON at a Python 3.10: make $(MAKECMDGOALS) PYTHON=/path/to/python3.10"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --constraint constraints.txt --editable '.[test]'
@@ -30,7 +28,7 @@ $(VENV)/.installed: setup.py constraints.txt
 demo: install
 	$(BIN)/cxr synth $(DEMO_DATA) --n 600 --size 256 --seed 0
 	$(BIN)/cxr run --data $(DEMO_DATA) --task binary --output $(DEMO_OUT) \
-	  --image-size 64 --epochs 20
+	  --image-size 64 --epochs 40
 
 test: install
 	$(BIN)/python -m pytest tests

@@ -6,7 +6,7 @@ train split only, prefetches, trains one model and exports it with the
 signatures of serving/signatures.py.
 
 custom_config keys (all optional): task, model, image_size, epochs,
-batch_size, learning_rate, seed.
+batch_size, learning_rate, seed, restore_best_epoch.
 """
 
 import json
@@ -33,6 +33,9 @@ DEFAULTS: Dict[str, Any] = {
     "batch_size": 32,
     "learning_rate": 5e-4,
     "seed": 42,
+    # Export the weights of the epoch with the lowest validation loss, not
+    # the last: RMSprop at the thesis's rate swings between epochs.
+    "restore_best_epoch": True,
 }
 HISTORY_FILE = "history.json"
 
@@ -101,19 +104,29 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   model = models.build_model(name, task, image_size)
   models.compile_model(model, task, float(config["learning_rate"]))
   model.summary(print_fn=logging.info)
+  epochs = int(config["epochs"])
+  callbacks = [_EpochTimer(),
+               tf.keras.callbacks.TensorBoard(
+                   log_dir=os.path.join(fn_args.model_run_dir, "logs"))]
+  best = None
+  if config["restore_best_epoch"]:
+    # Patience of every epoch: never stops early, only restores the best.
+    best = tf.keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=epochs, restore_best_weights=True,
+        verbose=1)
+    callbacks.append(best)
   history = model.fit(
       dataset(fn_args.train_files, train=True),
       validation_data=dataset(fn_args.eval_files, train=False),
-      epochs=int(config["epochs"]),
-      callbacks=[_EpochTimer(),
-                 tf.keras.callbacks.TensorBoard(
-                     log_dir=os.path.join(fn_args.model_run_dir, "logs"))],
-      verbose=2)
+      epochs=epochs, callbacks=callbacks, verbose=2)
 
   tf.io.gfile.makedirs(fn_args.model_run_dir)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE),
                          "w") as f:
-    json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()},
-              f, indent=1)
+    record = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    # 1-based epoch whose weights were exported.
+    record["exported_epoch"] = (best.best_epoch + 1 if best is not None
+                                else epochs)
+    json.dump(record, f, indent=1)
   signatures.export_serving_model(model, tf_transform_output,
                                   fn_args.serving_model_dir, task, image_size)

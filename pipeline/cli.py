@@ -45,7 +45,8 @@ def _run(args) -> int:
   settings = pipeline_lib.TrainingSettings(
       model=args.model, image_size=args.image_size, epochs=args.epochs,
       batch_size=args.batch_size, learning_rate=args.learning_rate,
-      seed=args.seed, min_accuracy=args.min_accuracy, min_auc=args.min_auc)
+      seed=args.seed, restore_best_epoch=not args.keep_last_epoch,
+      min_accuracy=args.min_accuracy, min_auc=args.min_auc)
   try:
     runner.run(args.data, args.task, args.output, settings,
                runner=args.runner, beam_mode=args.beam_mode,
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument("--learning-rate", type=float,
                    default=defaults.learning_rate)
   run.add_argument("--seed", type=int, default=defaults.seed)
+  run.add_argument("--keep-last-epoch", action="store_true",
+                   help="export the last epoch's weights instead of the "
+                   "epoch with the lowest validation loss")
   run.add_argument("--min-accuracy", type=float, default=defaults.min_accuracy,
                    help="blessing floor on test accuracy")
   run.add_argument("--min-auc", type=float, default=defaults.min_auc,

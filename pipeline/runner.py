@@ -13,6 +13,7 @@ from tfx import v1 as tfx
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
 from components import image_example_gen
+from components import image_layouts
 from pipeline import pipeline as pipeline_lib
 
 RUNNERS = ("beam", "local")
@@ -47,6 +48,8 @@ def run(data: str, task: str, output: str,
   """Builds and runs the pipeline; returns the pipeline name."""
   if runner not in RUNNERS:
     raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+  # Fail fast, before any component starts, on a folder we cannot read.
+  image_layouts.detect_layout(data, image_layouts.Filesystem())
   paths = output_paths(output)
   name = pipeline_name_for(task)
   pipeline = pipeline_lib.create_pipeline(

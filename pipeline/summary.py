@@ -41,9 +41,13 @@ class RunSummary:
           f"eval {c.get('eval')}, test {c.get('test')}), "
           f"{c.get('quarantined', 0)} quarantined"
           + (f" -> {self.quarantine_csv}" if c.get("quarantined") else ""))
-    for slice_name, values in self.metrics.items():
-      shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in sorted(values.items()))
+    # Overall first; per-label slices hold one class, where AUC is undefined.
+    for slice_name, values in sorted(self.metrics.items(),
+                                     key=lambda kv: kv[0] != "Overall"):
+      shown = ", ".join(
+          f"{k} {v:.4f}" if k != "example_count" else f"{k} {v:.0f}"
+          for k, v in sorted(values.items())
+          if slice_name == "Overall" or k != "auc")
       out.append(f"  test metrics [{slice_name}]: {shown}")
     if self.blessed is not None:
       out.append("  blessed: " + ("yes" if self.blessed else "NO"))

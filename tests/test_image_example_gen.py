@@ -16,13 +16,14 @@ from components import image_example_gen
 from components import image_layouts
 
 
-def run_executor(data_dir, out_dir, task, eval_percent=25):
+def run_executor(data_dir, out_dir, task, eval_percent=25,
+                 beam_args=("--direct_running_mode=in_memory",)):
   examples = standard_artifacts.Examples()
   examples.uri = os.path.join(out_dir, "examples")
   quarantine = image_example_gen.ImageQuarantine()
   quarantine.uri = os.path.join(out_dir, "quarantine")
   executor = image_example_gen.Executor(image_example_gen.Executor.Context(
-      beam_pipeline_args=["--direct_running_mode=in_memory"],
+      beam_pipeline_args=list(beam_args),
       tmp_dir=os.path.join(out_dir, "tmp")))
   executor.Do({}, {"examples": [examples], "quarantine": [quarantine]},
               {"input_base": data_dir, "task": task, "source": "",
@@ -83,6 +84,20 @@ def test_real_binary_layout(real_binary_subset, tmp_path):
                                           else "pneumonia")
       assert e["patient_id"].decode() == image_layouts.patient_id(name)
       assert e["source"] == os.path.basename(real_binary_subset).encode()
+
+
+def test_multi_processing_runner_counts_the_same(real_binary_subset,
+                                                 tmp_path):
+  """Beam workers in other processes: the DoFn pickles, counters add up."""
+  _, in_memory, _ = run_executor(real_binary_subset, str(tmp_path / "a"),
+                                 "binary")
+  examples, counts, _ = run_executor(
+      real_binary_subset, str(tmp_path / "b"), "binary",
+      beam_args=("--direct_running_mode=multi_processing",
+                 "--direct_num_workers=2"))
+  assert counts == in_memory
+  assert {s: len(v) for s, v in all_examples(examples).items()} == {
+      s: in_memory[s] for s in image_example_gen.SPLITS}
 
 
 def test_binary_layout_for_the_3class_task(real_binary_subset, tmp_path):

@@ -1,6 +1,7 @@
 """The whole pipeline on a tiny synthetic set, on the BeamDagRunner."""
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -37,6 +38,17 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   assert overall["auc"] >= SETTINGS.min_auc
   assert {"label:0", "label:1"} <= set(result.metrics)
   assert result.blessed is True and result.failed_thresholds == []
+
+  # The Trainer kept its history: one value per epoch for each metric.
+  histories = glob.glob(os.path.join(paths["pipeline_root"], "Trainer",
+                                     "model_run", "*", "history.json"))
+  assert len(histories) == 1
+  with open(histories[0]) as f:
+    history = json.load(f)
+  for key in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
+    assert len(history[key]) == SETTINGS.epochs, key
+  best = min(range(SETTINGS.epochs), key=lambda i: history["val_loss"][i])
+  assert history["exported_epoch"] == best + 1
 
   # Pushed where TF Serving looks: <base>/<model name>/<numeric version>/.
   model_dir = os.path.join(paths["serving"],

@@ -1,0 +1,27 @@
+"""The `cxr` command line: synth, and clear failures."""
+
+import glob
+
+from pipeline import cli
+
+
+def test_synth(tmp_path, capsys):
+  assert cli.main(["synth", str(tmp_path), "--n", "12", "--size", "48"]) == 0
+  assert len(glob.glob(str(tmp_path / "*" / "*" / "*.jpeg"))) == 12
+  assert "wrote 12 images" in capsys.readouterr().out
+
+
+def test_run_on_a_missing_folder_fails_clearly(tmp_path, capsys):
+  code = cli.main(["run", "--data", str(tmp_path / "missing"), "--task",
+                   "binary", "--output", str(tmp_path / "out")])
+  assert code == 1
+  err = capsys.readouterr().err
+  assert "The pipeline run failed" in err and "data folder not found" in err
+
+
+def test_run_on_an_unknown_layout_fails_clearly(tmp_path, capsys):
+  (tmp_path / "photos").mkdir()
+  code = cli.main(["run", "--data", str(tmp_path), "--task", "binary",
+                   "--output", str(tmp_path / "out")])
+  assert code == 1
+  assert "no known data set layout" in capsys.readouterr().err
