@@ -40,7 +40,8 @@ class RunSummary:
           f"  images: {c.get('ingested', 0)} ingested (train {c.get('train')}, "
           f"eval {c.get('eval')}, test {c.get('test')}), "
           f"{c.get('quarantined', 0)} quarantined"
-          + (f" -> {self.quarantine_csv}" if c.get("quarantined") else ""))
+          + (f" -> {_short(self.quarantine_csv)}" if c.get("quarantined")
+             else ""))
     # Overall first; per-label slices hold one class, where AUC is undefined.
     for slice_name, values in sorted(self.metrics.items(),
                                      key=lambda kv: kv[0] != "Overall"):
@@ -52,12 +53,19 @@ class RunSummary:
     if self.blessed is not None:
       out.append("  blessed: " + ("yes" if self.blessed else "NO"))
       out.extend(f"    failed: {f}" for f in self.failed_thresholds)
-    out.append(f"  pushed model: {self.pushed_model or 'none'}")
+    out.append("  pushed model: "
+               + (_short(self.pushed_model) if self.pushed_model else "none"))
     not_done = {n: s for n, s in self.states.items() if s not in
                 ("COMPLETE", "CACHED")}
     if not_done:
       out.append(f"  not completed: {not_done}")
     return out
+
+
+def _short(path: str) -> str:
+  """Relative to the working folder when inside it, as a person typed it."""
+  rel = os.path.relpath(path)
+  return path if rel.startswith("..") else rel
 
 
 def _open(metadata_path: str) -> metadata_store.MetadataStore:
