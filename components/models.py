@@ -2,9 +2,17 @@
 
 Every model scales its own input, so the input pipeline and every serving
 signature hand it the same uint8-valued pixels that Transform stored.
+
+Transfer models (VGG16, MobileNetV2, ResNet50V2) are one flat functional
+graph: the base is built on the model's own input tensor and the head on the
+base's output, never a base nested as a layer, so Grad-CAM can reach the last
+conv layer. Each base gets its own ImageNet preprocessing inside the model.
 """
 
-from typing import Dict
+import os
+import shutil
+import tempfile
+from typing import Dict, Optional
 
 import tensorflow as tf
 from tensorflow.python.autograph.core import config as autograph_config  # pylint: disable=g-direct-tensorflow-import
@@ -21,7 +29,26 @@ if not any(rule.matches("tf_keras")
       + tuple(autograph_config.CONVERSION_RULES))
 
 CLASS_COUNTS: Dict[str, int] = {"binary": 2, "multiclass": 3}
-MODELS = ("cnn", "cnn_aug")
+# Transfer bases: Keras constructor, its preprocess_input, and the file name
+# of Keras's ImageNet no-top weights (under _KERAS_WEIGHTS_URL/<folder>/).
+TRANSFER_BASES = {
+    "vgg16": (keras.applications.VGG16,
+              keras.applications.vgg16.preprocess_input,
+              "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "mobilenet_v2": (keras.applications.MobileNetV2,
+                     keras.applications.mobilenet_v2.preprocess_input,
+                     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_"
+                     "{size}_no_top.h5"),
+    "resnet50_v2": (keras.applications.ResNet50V2,
+                    keras.applications.resnet_v2.preprocess_input,
+                    "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+}
+_KERAS_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/"
+                      "keras-applications")
+_WEIGHTS_FOLDER = {"vgg16": "vgg16", "mobilenet_v2": "mobilenet_v2",
+                   "resnet50_v2": "resnet"}
+MODELS = ("cnn", "cnn_aug") + tuple(TRANSFER_BASES)
+WEIGHTS_CHOICES = ("imagenet", "none")  # or a path to a weights file
 # Models trained with the augmentation of components/augment.py.
 AUGMENTED_MODELS = ("cnn_aug",)
 INPUT_NAME = "image"
@@ -61,15 +88,98 @@ def _thesis_cnn(inputs, task: str, dropout: float):
   return _head(x, task)
 
 
-def build_model(name: str, task: str, image_size: int) -> keras.Model:
-  """An uncompiled model taking float32 [batch, S, S, 3] pixels in [0, 255]."""
+class WeightsUnavailableError(RuntimeError):
+  """ImageNet weights were asked for and can be neither downloaded nor found."""
+
+
+def keras_home() -> str:
+  """KERAS_HOME, else ~/.keras: where Keras caches downloaded weights."""
+  return os.environ.get("KERAS_HOME",
+                        os.path.join(os.path.expanduser("~"), ".keras"))
+
+
+def _imagenet_file(name: str, image_size: int) -> str:
+  # MobileNetV2 has weights for these sizes and falls back to 224 otherwise.
+  size = image_size if image_size in (96, 128, 160, 192, 224) else 224
+  return TRANSFER_BASES[name][2].format(size=size)
+
+
+def imagenet_weights(name: str, image_size: int) -> str:
+  """Local path of the base's ImageNet weights: Keras's cache or download.
+
+  tf_keras's applications cache under ~/.keras whatever KERAS_HOME says, so
+  the file is fetched here with Keras's get_file into KERAS_HOME/models.
+  """
+  file_name = _imagenet_file(name, image_size)
+  try:
+    return keras.utils.get_file(
+        file_name, f"{_KERAS_WEIGHTS_URL}/{_WEIGHTS_FOLDER[name]}/{file_name}",
+        cache_subdir="models", cache_dir=keras_home())
+  except Exception as e:  # pylint: disable=broad-except
+    expected = os.path.join(keras_home(), "models", file_name)
+    raise WeightsUnavailableError(
+        f"ImageNet weights for {name} could not be downloaded or found in "
+        f"Keras's cache ({e}). Put the file {file_name} at {expected} (set "
+        "KERAS_HOME to move that folder), or pass --weights PATH with a "
+        "weights file, or --weights none to train from random "
+        "initialisation.") from e
+
+
+def _local_weights(path: str) -> str:
+  """A local copy of a weights file (h5 needs one), e.g. from gs://."""
+  if os.path.exists(path):
+    return path
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"weights file not found: {path}")
+  local = os.path.join(tempfile.mkdtemp(prefix="cxr-weights-"),
+                       os.path.basename(path))
+  with tf.io.gfile.GFile(path, "rb") as src, open(local, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+  return local
+
+
+def _transfer(inputs, name: str, task: str, image_size: int,
+              weights: Optional[str]):
+  """Frozen base + Flatten + Dense 256 ReLU + head, as one flat graph."""
+  constructor, preprocess, _ = TRANSFER_BASES[name]
+  x = preprocess(inputs)
+  if weights in (None, "none"):
+    path = None
+  elif weights == "imagenet":
+    path = imagenet_weights(name, image_size)
+  else:
+    path = _local_weights(weights)
+  base = constructor(include_top=False, weights=path, input_tensor=x,
+                     input_shape=(image_size, image_size, 3))
+  base.trainable = False
+  x = keras.layers.Flatten(name="flatten")(base.output)
+  x = keras.layers.Dense(256, activation="relu", name="dense")(x)
+  return _head(x, task)
+
+
+def build_model(name: str, task: str, image_size: int,
+                weights: Optional[str] = "none") -> keras.Model:
+  """An uncompiled model taking float32 [batch, S, S, 3] pixels in [0, 255].
+
+  `weights` matters for transfer models only: "imagenet" (Keras's download
+  and cache), "none", or a path to a weights file (local or gs://).
+  """
   if task not in CLASS_COUNTS:
     raise ValueError(f"task must be one of {tuple(CLASS_COUNTS)}, got {task!r}")
   if name not in MODELS:
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
   inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
-  outputs = _thesis_cnn(inputs, task, dropout=0.5 if name == "cnn_aug" else 0)
+  if name in TRANSFER_BASES:
+    outputs = _transfer(inputs, name, task, image_size, weights)
+  else:
+    outputs = _thesis_cnn(inputs, task,
+                          dropout=0.5 if name == "cnn_aug" else 0)
   return keras.Model(inputs, outputs, name=name)
+
+
+def parameter_counts(model: keras.Model) -> Dict[str, int]:
+  trainable = int(sum(tf.size(w).numpy() for w in model.trainable_weights))
+  return {"total": model.count_params(), "trainable": trainable}
 
 
 def compile_model(model: keras.Model, task: str, learning_rate: float) -> None:

@@ -6,7 +6,7 @@ train split only, prefetches, trains one model and exports it with the
 signatures of serving/signatures.py.
 
 custom_config keys (all optional): task, model, image_size, epochs,
-batch_size, learning_rate, seed, restore_best_epoch.
+batch_size, learning_rate, seed, weights, restore_best_epoch.
 """
 
 import json
@@ -33,6 +33,7 @@ DEFAULTS: Dict[str, Any] = {
     "batch_size": 32,
     "learning_rate": 5e-4,
     "seed": 42,
+    "weights": "none",  # transfer bases: imagenet, none, or a file path
     # Export the weights of the epoch with the lowest validation loss, not
     # the last: RMSprop at the thesis's rate swings between epochs.
     "restore_best_epoch": True,
@@ -101,7 +102,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                     augmented=name in models.AUGMENTED_MODELS,
                     seed=int(config["seed"]))
 
-  model = models.build_model(name, task, image_size)
+  model = models.build_model(name, task, image_size, config["weights"])
   models.compile_model(model, task, float(config["learning_rate"]))
   model.summary(print_fn=logging.info)
   epochs = int(config["epochs"])

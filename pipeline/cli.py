@@ -2,6 +2,7 @@
 
   cxr synth OUT_DIR [--n N --size S --seed K]    synthetic chest X-rays
   cxr run --data DIR --task binary|multiclass --output OUT [...]
+  cxr models [--task binary|multiclass --image-size S]
   cxr summary --output OUT --task binary|multiclass
 """
 
@@ -14,6 +15,7 @@ from typing import List, Optional
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from components import image_layouts  # pylint: disable=g-import-not-at-top
+from components import models  # pylint: disable=g-import-not-at-top
 from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
 from pipeline import runner  # pylint: disable=g-import-not-at-top
 from pipeline import summary  # pylint: disable=g-import-not-at-top
@@ -45,7 +47,7 @@ def _run(args) -> int:
   settings = pipeline_lib.TrainingSettings(
       model=args.model, image_size=args.image_size, epochs=args.epochs,
       batch_size=args.batch_size, learning_rate=args.learning_rate,
-      seed=args.seed, restore_best_epoch=not args.keep_last_epoch,
+      seed=args.seed, weights=args.weights, restore_best_epoch=not args.keep_last_epoch,
       min_accuracy=args.min_accuracy, min_auc=args.min_auc)
   try:
     runner.run(args.data, args.task, args.output, settings,
@@ -62,6 +64,17 @@ def _run(args) -> int:
   result = _print_summary(args.output, args.task)
   print("=" * 72)
   return 0 if result is not None else 1
+
+
+def _models(args) -> int:
+  print(f"{'model':<14} {'task':<11} {'total':>12} {'trainable':>12}")
+  for name in models.MODELS:
+    counts = models.parameter_counts(
+        models.build_model(name, args.task, args.image_size))
+    print(f"{name:<14} {args.task:<11} {counts['total']:>12,} "
+          f"{counts['trainable']:>12,}")
+  print(f"(image size {args.image_size} px; transfer bases frozen)")
+  return 0
 
 
 def _summary(args) -> int:
@@ -88,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument("--task", required=True, choices=image_layouts.TASKS)
   run.add_argument("--output", required=True,
                    help="output folder: artifacts, metadata, serving/")
-  run.add_argument("--model", default=defaults.model,
-                   choices=("cnn", "cnn_aug"))
+  run.add_argument("--model", default=defaults.model, choices=models.MODELS)
+  run.add_argument("--weights", default=defaults.weights,
+                   help="transfer models' base weights: imagenet (Keras's "
+                   "download and cache under KERAS_HOME), none, or a path "
+                   "to a weights file (local or gs://)")
   run.add_argument("--epochs", type=int, default=defaults.epochs)
   run.add_argument("--image-size", type=int, default=defaults.image_size)
   run.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -114,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-run every component even if its inputs are "
                    "unchanged")
   run.set_defaults(func=_run)
+
+  zoo = sub.add_parser("models", help="list the models with their "
+                       "parameter counts")
+  zoo.add_argument("--task", choices=image_layouts.TASKS, default="binary")
+  zoo.add_argument("--image-size", type=int, default=defaults.image_size)
+  zoo.set_defaults(func=_models)
 
   summ = sub.add_parser("summary", help="print the latest run's summary")
   summ.add_argument("--output", required=True)

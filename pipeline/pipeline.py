@@ -33,6 +33,7 @@ class TrainingSettings:
   batch_size: int = 32
   learning_rate: float = 5e-4
   seed: int = 42
+  weights: str = "none"  # transfer models: imagenet, none, or a file path
   restore_best_epoch: bool = True
   min_accuracy: float = 0.75
   min_auc: float = 0.85
@@ -96,6 +97,7 @@ def create_pipeline(
           "batch_size": settings.batch_size,
           "learning_rate": settings.learning_rate,
           "seed": settings.seed,
+          "weights": settings.weights,
           "restore_best_epoch": settings.restore_best_epoch,
       })
 

@@ -25,3 +25,17 @@ def test_run_on_an_unknown_layout_fails_clearly(tmp_path, capsys):
                    "--output", str(tmp_path / "out")])
   assert code == 1
   assert "no known data set layout" in capsys.readouterr().err
+
+
+def test_models_table(capsys):
+  assert cli.main(["models", "--task", "multiclass", "--image-size",
+                   "64"]) == 0
+  rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:-1]]
+  assert [r[0] for r in rows] == ["cnn", "cnn_aug", "vgg16", "mobilenet_v2",
+                                  "resnet50_v2"]
+  for name, task, total, trainable in rows:
+    assert task == "multiclass"
+    total, trainable = int(total.replace(",", "")), int(
+        trainable.replace(",", ""))
+    assert 0 < trainable <= total
+    assert (trainable < total) == (name not in ("cnn", "cnn_aug"))
