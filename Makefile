@@ -28,7 +28,7 @@ $(VENV)/.installed: setup.py constraints.txt
 demo: install
 	$(BIN)/cxr synth $(DEMO_DATA) --n 600 --size 256 --seed 0
 	$(BIN)/cxr run --data $(DEMO_DATA) --task binary --output $(DEMO_OUT) \
-	  --image-size 64 --epochs 40
+	  --models cnn_aug --image-size 64 --epochs 40
 
 test: install
 	$(BIN)/python -m pytest tests

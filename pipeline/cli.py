@@ -1,7 +1,7 @@
 """The `cxr` command line.
 
   cxr synth OUT_DIR [--n N --size S --seed K]    synthetic chest X-rays
-  cxr run --data DIR --task binary|multiclass --output OUT [...]
+  cxr run --data DIR --task binary|multiclass|both --output OUT [...]
   cxr models [--task binary|multiclass --image-size S]
   cxr summary --output OUT --task binary|multiclass
 """
@@ -45,25 +45,27 @@ def _print_summary(output: str, task: str) -> Optional[summary.RunSummary]:
 
 def _run(args) -> int:
   settings = pipeline_lib.TrainingSettings(
-      model=args.model, image_size=args.image_size, epochs=args.epochs,
+      models=args.models, image_size=args.image_size, epochs=args.epochs,
       batch_size=args.batch_size, learning_rate=args.learning_rate,
       seed=args.seed, weights=args.weights, restore_best_epoch=not args.keep_last_epoch,
       min_accuracy=args.min_accuracy, min_auc=args.min_auc)
-  try:
-    runner.run(args.data, args.task, args.output, settings,
-               runner=args.runner, beam_mode=args.beam_mode,
-               eval_percent=args.eval_percent,
-               enable_cache=not args.no_cache)
-  except Exception as e:  # pylint: disable=broad-except
-    # The runner has logged the traceback; end with what a person needs.
-    print("\n".join(["", "=" * 72, "The pipeline run failed:", str(e),
-                     "=" * 72]), file=sys.stderr)
-    _print_summary(args.output, args.task)
-    return 1
+  tasks = image_layouts.TASKS if args.task == "both" else (args.task,)
+  for task in tasks:
+    try:
+      runner.run(args.data, task, args.output, settings,
+                 runner=args.runner, beam_mode=args.beam_mode,
+                 eval_percent=args.eval_percent,
+                 enable_cache=not args.no_cache)
+    except Exception as e:  # pylint: disable=broad-except
+      # The runner has logged the traceback; end with what a person needs.
+      print("\n".join(["", "=" * 72, f"The {task} pipeline run failed:",
+                       str(e), "=" * 72]), file=sys.stderr)
+      _print_summary(args.output, task)
+      return 1
   print("=" * 72)
-  result = _print_summary(args.output, args.task)
+  found = [_print_summary(args.output, task) for task in tasks]
   print("=" * 72)
-  return 0 if result is not None else 1
+  return 0 if all(found) else 1
 
 
 def _models(args) -> int:
@@ -79,6 +81,16 @@ def _models(args) -> int:
 
 def _summary(args) -> int:
   return 0 if _print_summary(args.output, args.task) is not None else 1
+
+
+def _model_list(text: str):
+  names = tuple(n.strip() for n in text.split(",") if n.strip())
+  unknown = [n for n in names if n not in models.MODELS]
+  if unknown or not names or len(set(names)) != len(names):
+    raise argparse.ArgumentTypeError(
+        f"expected distinct names from {','.join(models.MODELS)}, got "
+        f"{text!r}")
+  return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,10 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
   run = sub.add_parser("run", help="run the pipeline on a data folder")
   run.add_argument("--data", required=True,
                    help="data set folder (Kaggle binary or 3-class layout)")
-  run.add_argument("--task", required=True, choices=image_layouts.TASKS)
+  run.add_argument("--task", required=True,
+                   choices=image_layouts.TASKS + ("both",),
+                   help="both: the binary and the 3-class pipelines")
   run.add_argument("--output", required=True,
                    help="output folder: artifacts, metadata, serving/")
-  run.add_argument("--model", default=defaults.model, choices=models.MODELS)
+  run.add_argument("--models", type=_model_list,
+                   default=",".join(models.MODELS),
+                   help="comma list of models to train, each in its own "
+                   f"Trainer/Evaluator/Pusher branch (default: all of "
+                   f"{','.join(models.MODELS)})")
   run.add_argument("--weights", default=defaults.weights,
                    help="transfer models' base weights: imagenet (Keras's "
                    "download and cache under KERAS_HOME), none, or a path "

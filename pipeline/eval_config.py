@@ -45,6 +45,10 @@ def make_eval_config(task: str, min_accuracy: float,
             per_slice_thresholds=[_overall_threshold(min_auc)]),
         tfma.MetricConfig(class_name="BinaryCrossentropy",
                           config='"name": "loss"'),
+        # At the 0.5 threshold: recall is sensitivity.
+        tfma.MetricConfig(class_name="Precision"),
+        tfma.MetricConfig(class_name="Recall"),
+        tfma.MetricConfig(class_name="Specificity"),
     ]
   else:
     metrics = [

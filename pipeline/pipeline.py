@@ -1,7 +1,8 @@
 """The chest X-ray TFX pipeline: a pure factory, the same for every runner.
 
 ImageExampleGen -> ImportSchemaGen -> StatisticsGen -> ExampleValidator ->
-DataValidationGate -> Transform -> Trainer -> (Resolver) Evaluator -> Pusher.
+DataValidationGate -> Transform, shared; then one Trainer -> (Resolver)
+Evaluator -> Pusher branch per model, with node ids `<Component>_<model>`.
 
 User code is referred to by module path (`components.trainer.run_fn`), so the
 installed package is the only thing a worker or container needs.
@@ -9,12 +10,13 @@ installed package is the only thing a worker or container needs.
 
 import dataclasses
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components import image_example_gen
+from components import models as models_lib
 from components import transform
 from components import validation_gate
 from pipeline import eval_config
@@ -27,7 +29,7 @@ TRAINER_FN = "components.trainer.run_fn"
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
   """What the Trainer and the Evaluator are asked to do."""
-  model: str = "cnn_aug"
+  models: Tuple[str, ...] = ("cnn_aug",)
   image_size: int = transform.DEFAULT_IMAGE_SIZE
   epochs: int = 30
   batch_size: int = 32
@@ -41,6 +43,65 @@ class TrainingSettings:
 
 def serving_model_name(task: str, model: str) -> str:
   return f"cxr_{task}_{model}"
+
+
+def node_id(component: str, model: str) -> str:
+  """Id of a per-model node, e.g. Trainer_cnn_aug."""
+  return f"{component}_{model}"
+
+
+def _model_branch(model: str, task: str, settings: TrainingSettings,
+                  transform_component, example_gen, serving_base: str):
+  """Trainer -> Evaluator (baseline: this model's latest blessed) -> Pusher."""
+  trainer = tfx.components.Trainer(
+      run_fn=TRAINER_FN,
+      examples=transform_component.outputs["transformed_examples"],
+      transform_graph=transform_component.outputs["transform_graph"],
+      train_args=tfx.proto.TrainArgs(splits=["train"]),
+      eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+      custom_config={
+          "task": task,
+          "model": model,
+          "image_size": settings.image_size,
+          "epochs": settings.epochs,
+          "batch_size": settings.batch_size,
+          "learning_rate": settings.learning_rate,
+          "seed": settings.seed,
+          "weights": settings.weights,
+          "restore_best_epoch": settings.restore_best_epoch,
+      }).with_id(node_id("Trainer", model))
+
+  # Only this branch's models and blessings: another model's blessing is no
+  # baseline for this one.
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                            producer_component_id=trainer.id),
+      model_blessing=tfx.dsl.Channel(
+          type=tfx.types.standard_artifacts.ModelBlessing,
+          producer_component_id=node_id("Evaluator", model)),
+  ).with_id(node_id("latest_blessed_model_resolver", model))
+
+  # Blessing is judged on the data set's own test split, never seen in
+  # training or model selection.
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs["examples"],
+      model=trainer.outputs["model"],
+      baseline_model=model_resolver.outputs["model"],
+      example_splits=["test"],
+      eval_config=eval_config.make_eval_config(task, settings.min_accuracy,
+                                               settings.min_auc),
+  ).with_id(node_id("Evaluator", model))
+
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs["model"],
+      model_blessing=evaluator.outputs["blessing"],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=os.path.join(
+                  serving_base, serving_model_name(task, model)))),
+  ).with_id(node_id("Pusher", model))
+  return [trainer, model_resolver, evaluator, pusher]
 
 
 def create_pipeline(
@@ -58,6 +119,11 @@ def create_pipeline(
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline; nothing runs and no file is touched here."""
+  unknown = set(settings.models) - set(models_lib.MODELS)
+  if unknown or not settings.models or len(set(settings.models)) != len(
+      settings.models):
+    raise ValueError(f"models must be distinct names from {models_lib.MODELS}"
+                     f", got {settings.models}")
   example_gen = image_example_gen.ImageExampleGen(
       input_base=data_root, task=task, eval_percent=eval_percent,
       input_fingerprint=input_fingerprint)
@@ -83,55 +149,16 @@ def create_pipeline(
       disable_statistics=True)
   transform_component.add_upstream_node(gate)
 
-  trainer = tfx.components.Trainer(
-      run_fn=TRAINER_FN,
-      examples=transform_component.outputs["transformed_examples"],
-      transform_graph=transform_component.outputs["transform_graph"],
-      train_args=tfx.proto.TrainArgs(splits=["train"]),
-      eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-      custom_config={
-          "task": task,
-          "model": settings.model,
-          "image_size": settings.image_size,
-          "epochs": settings.epochs,
-          "batch_size": settings.batch_size,
-          "learning_rate": settings.learning_rate,
-          "seed": settings.seed,
-          "weights": settings.weights,
-          "restore_best_epoch": settings.restore_best_epoch,
-      })
-
-  model_resolver = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(
-          type=tfx.types.standard_artifacts.ModelBlessing),
-  ).with_id("latest_blessed_model_resolver")
-
-  # Blessing is judged on the data set's own test split, never seen in
-  # training or model selection.
-  evaluator = tfx.components.Evaluator(
-      examples=example_gen.outputs["examples"],
-      model=trainer.outputs["model"],
-      baseline_model=model_resolver.outputs["model"],
-      example_splits=["test"],
-      eval_config=eval_config.make_eval_config(task, settings.min_accuracy,
-                                               settings.min_auc))
-
-  pusher = tfx.components.Pusher(
-      model=trainer.outputs["model"],
-      model_blessing=evaluator.outputs["blessing"],
-      push_destination=tfx.proto.PushDestination(
-          filesystem=tfx.proto.PushDestination.Filesystem(
-              base_directory=os.path.join(
-                  serving_base, serving_model_name(task, settings.model)))))
+  branches = []
+  for model in settings.models:
+    branches += _model_branch(model, task, settings, transform_component,
+                              example_gen, serving_base)
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
       components=[example_gen, schema_importer, statistics_gen,
-                  example_validator, gate, transform_component, trainer,
-                  model_resolver, evaluator, pusher],
+                  example_validator, gate, transform_component] + branches,
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [])

@@ -15,9 +15,37 @@ from ml_metadata.proto import metadata_store_pb2
 import tensorflow_model_analysis as tfma
 
 from components import image_example_gen
+from pipeline import pipeline as pipeline_lib
 
 _DONE = (metadata_store_pb2.Execution.COMPLETE,
          metadata_store_pb2.Execution.CACHED)
+
+
+@dataclasses.dataclass
+class ModelResult:
+  """One model's branch: Trainer -> Evaluator -> Pusher."""
+  model: str
+  metrics: Dict[str, Dict[str, float]]  # slice -> metric -> value
+  blessed: Optional[bool]
+  failed_thresholds: List[str]
+  pushed_model: Optional[str]
+
+  def lines(self) -> List[str]:
+    out = [f"  model {self.model}:"]
+    # Overall first; per-label slices hold one class, where AUC is undefined.
+    for slice_name, values in sorted(self.metrics.items(),
+                                     key=lambda kv: kv[0] != "Overall"):
+      shown = ", ".join(
+          f"{k} {v:.4f}" if k != "example_count" else f"{k} {v:.0f}"
+          for k, v in sorted(values.items())
+          if slice_name == "Overall" or k != "auc")
+      out.append(f"    test metrics [{slice_name}]: {shown}")
+    if self.blessed is not None:
+      out.append("    blessed: " + ("yes" if self.blessed else "NO"))
+      out.extend(f"      failed: {f}" for f in self.failed_thresholds)
+    out.append("    pushed model: "
+               + (_short(self.pushed_model) if self.pushed_model else "none"))
+    return out
 
 
 @dataclasses.dataclass
@@ -27,10 +55,7 @@ class RunSummary:
   states: Dict[str, str]  # node id -> execution state
   image_counts: Dict[str, int]
   quarantine_csv: Optional[str]
-  metrics: Dict[str, Dict[str, float]]  # slice -> metric -> value
-  blessed: Optional[bool]
-  failed_thresholds: List[str]
-  pushed_model: Optional[str]
+  models: Dict[str, ModelResult]  # by model name, in pipeline order
 
   def lines(self) -> List[str]:
     c = self.image_counts
@@ -42,19 +67,8 @@ class RunSummary:
           f"{c.get('quarantined', 0)} quarantined"
           + (f" -> {_short(self.quarantine_csv)}" if c.get("quarantined")
              else ""))
-    # Overall first; per-label slices hold one class, where AUC is undefined.
-    for slice_name, values in sorted(self.metrics.items(),
-                                     key=lambda kv: kv[0] != "Overall"):
-      shown = ", ".join(
-          f"{k} {v:.4f}" if k != "example_count" else f"{k} {v:.0f}"
-          for k, v in sorted(values.items())
-          if slice_name == "Overall" or k != "auc")
-      out.append(f"  test metrics [{slice_name}]: {shown}")
-    if self.blessed is not None:
-      out.append("  blessed: " + ("yes" if self.blessed else "NO"))
-      out.extend(f"    failed: {f}" for f in self.failed_thresholds)
-    out.append("  pushed model: "
-               + (_short(self.pushed_model) if self.pushed_model else "none"))
+    for result in self.models.values():
+      out.extend(result.lines())
     not_done = {n: s for n, s in self.states.items() if s not in
                 ("COMPLETE", "CACHED")}
     if not_done:
@@ -152,15 +166,29 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
   if examples is not None:
     counts = json.loads(examples.custom_properties[
         image_example_gen.COUNTS_PROPERTY].string_value)
-  evaluation = output("Evaluator", "ModelEvaluation")
-  blessing = output("Evaluator", "ModelBlessing")
-  pushed = output("Pusher", "PushedModel")
-  blessed = None
-  if blessing is not None:
-    blessed = bool(blessing.custom_properties["blessed"].int_value)
-  pushed_path = None
-  if pushed is not None and pushed.custom_properties["pushed"].int_value:
-    pushed_path = pushed.custom_properties["pushed_destination"].string_value
+  results = {}
+  for node in states:
+    trainer_prefix = pipeline_lib.node_id("Trainer", "")
+    if not node.startswith(trainer_prefix):
+      continue
+    model = node[len(trainer_prefix):]
+    evaluator = pipeline_lib.node_id("Evaluator", model)
+    evaluation = output(evaluator, "ModelEvaluation")
+    blessing = output(evaluator, "ModelBlessing")
+    pushed = output(pipeline_lib.node_id("Pusher", model), "PushedModel")
+    blessed = None
+    if blessing is not None:
+      blessed = bool(blessing.custom_properties["blessed"].int_value)
+    pushed_path = None
+    if pushed is not None and pushed.custom_properties["pushed"].int_value:
+      pushed_path = pushed.custom_properties["pushed_destination"].string_value
+    results[model] = ModelResult(
+        model=model,
+        metrics=read_metrics(evaluation.uri) if evaluation else {},
+        blessed=blessed,
+        failed_thresholds=(failed_thresholds(evaluation.uri)
+                           if evaluation and blessed is False else []),
+        pushed_model=pushed_path)
   return RunSummary(
       pipeline_name=pipeline_name,
       run_id=run.name,
@@ -169,8 +197,4 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
       quarantine_csv=(os.path.join(quarantine.uri,
                                    image_example_gen.QUARANTINE_FILE)
                       if quarantine is not None else None),
-      metrics=read_metrics(evaluation.uri) if evaluation else {},
-      blessed=blessed,
-      failed_thresholds=(failed_thresholds(evaluation.uri)
-                         if evaluation and blessed is False else []),
-      pushed_model=pushed_path)
+      models=results)

@@ -16,7 +16,8 @@ def test_run_on_a_missing_folder_fails_clearly(tmp_path, capsys):
                    "binary", "--output", str(tmp_path / "out")])
   assert code == 1
   err = capsys.readouterr().err
-  assert "The pipeline run failed" in err and "data folder not found" in err
+  assert "The binary pipeline run failed" in err
+  assert "data folder not found" in err
 
 
 def test_run_on_an_unknown_layout_fails_clearly(tmp_path, capsys):

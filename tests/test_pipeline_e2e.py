@@ -1,5 +1,6 @@
 """The whole pipeline on a tiny synthetic set, on the BeamDagRunner."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -14,7 +15,7 @@ from pipeline import synthetic
 from serving import signatures
 
 SETTINGS = pipeline_lib.TrainingSettings(
-    model="cnn", image_size=64, epochs=12, batch_size=16, seed=1,
+    models=("cnn",), image_size=64, epochs=12, batch_size=16, seed=1,
     min_accuracy=0.8, min_auc=0.9)
 
 
@@ -30,17 +31,21 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   result = summary.summarize(paths["metadata"],
                              runner.pipeline_name_for("binary"))
   assert set(result.states.values()) == {"COMPLETE"}, result.states
+  assert list(result.models) == ["cnn"]
+  cnn = result.models["cnn"]
   assert result.image_counts["ingested"] == 300
   assert result.image_counts["quarantined"] == 0
-  overall = result.metrics["Overall"]
+  overall = cnn.metrics["Overall"]
   assert overall["example_count"] == result.image_counts["test"]
   assert overall["binary_accuracy"] >= SETTINGS.min_accuracy
   assert overall["auc"] >= SETTINGS.min_auc
-  assert {"label:0", "label:1"} <= set(result.metrics)
-  assert result.blessed is True and result.failed_thresholds == []
+  for metric in ("loss", "precision", "recall", "specificity"):
+    assert 0.0 <= overall[metric] <= 10.0, metric
+  assert {"label:0", "label:1"} <= set(cnn.metrics)
+  assert cnn.blessed is True and cnn.failed_thresholds == []
 
   # The Trainer kept its history: one value per epoch for each metric.
-  histories = glob.glob(os.path.join(paths["pipeline_root"], "Trainer",
+  histories = glob.glob(os.path.join(paths["pipeline_root"], "Trainer_cnn",
                                      "model_run", "*", "history.json"))
   assert len(histories) == 1
   with open(histories[0]) as f:
@@ -53,7 +58,7 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   # Pushed where TF Serving looks: <base>/<model name>/<numeric version>/.
   model_dir = os.path.join(paths["serving"],
                            pipeline_lib.serving_model_name("binary", "cnn"))
-  assert result.pushed_model and result.pushed_model.startswith(model_dir)
+  assert cnn.pushed_model and cnn.pushed_model.startswith(model_dir)
   versions = os.listdir(model_dir)
   assert len(versions) == 1 and versions[0].isdigit()
   loaded = tf.saved_model.load(os.path.join(model_dir, versions[0]))
@@ -93,5 +98,18 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   assert rerun.run_id != result.run_id
   assert {n for n, s in rerun.states.items() if s == "CACHED"} >= {
       "ImageExampleGen", "ImportSchemaGen", "StatisticsGen",
-      "ExampleValidator", "DataValidationGate", "Transform", "Trainer"}
-  assert rerun.states["Evaluator"] == "COMPLETE" and rerun.blessed
+      "ExampleValidator", "DataValidationGate", "Transform", "Trainer_cnn"}
+  assert rerun.states["Evaluator_cnn"] == "COMPLETE"
+  assert rerun.models["cnn"].blessed
+  pushed_versions = set(os.listdir(model_dir))
+
+  # A floor no model can reach: not blessed, not pushed, and the summary
+  # says which metric missed which threshold.
+  strict = dataclasses.replace(SETTINGS, min_accuracy=1.01)
+  runner.run(data, "binary", out, strict)
+  refused = summary.summarize(paths["metadata"],
+                              runner.pipeline_name_for("binary")).models["cnn"]
+  assert refused.blessed is False and refused.pushed_model is None
+  assert any("binary_accuracy on Overall" in f and "1.01" in f
+             for f in refused.failed_thresholds), refused.failed_thresholds
+  assert set(os.listdir(model_dir)) == pushed_versions
