@@ -49,6 +49,10 @@ _WEIGHTS_FOLDER = {"vgg16": "vgg16", "mobilenet_v2": "mobilenet_v2",
                    "resnet50_v2": "resnet"}
 MODELS = ("cnn", "cnn_aug") + tuple(TRANSFER_BASES)
 WEIGHTS_CHOICES = ("imagenet", "none")  # or a path to a weights file
+# Smallest input each model can take: the thesis CNN's valid convolutions and
+# four poolings need 58 px; Keras's bases need 32.
+MIN_IMAGE_SIZE = {"cnn": 58, "cnn_aug": 58, "vgg16": 32, "mobilenet_v2": 32,
+                  "resnet50_v2": 32}
 # Models trained with the augmentation of components/augment.py.
 AUGMENTED_MODELS = ("cnn_aug",)
 INPUT_NAME = "image"
@@ -168,6 +172,9 @@ def build_model(name: str, task: str, image_size: int,
     raise ValueError(f"task must be one of {tuple(CLASS_COUNTS)}, got {task!r}")
   if name not in MODELS:
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
+  if image_size < MIN_IMAGE_SIZE[name]:
+    raise ValueError(f"{name} needs images of at least "
+                     f"{MIN_IMAGE_SIZE[name]} px, got {image_size}")
   inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
   if name in TRANSFER_BASES:
     outputs = _transfer(inputs, name, task, image_size, weights)

@@ -36,6 +36,8 @@ def test_unknown_model_or_task():
     models.build_model("alexnet", "binary", 64)
   with pytest.raises(ValueError, match="task must be one of"):
     models.build_model("cnn", "ternary", 64)
+  with pytest.raises(ValueError, match="at least 58 px"):
+    models.build_model("cnn_aug", "binary", 57)
 
 
 def test_augmentation_transforms_each_image_differently():
@@ -62,3 +64,19 @@ def test_augmentation_matrix_is_identity_at_zero_ranges(monkeypatch):
   assert np.allclose(np.abs(a00), 1) and np.allclose(a11, 1)
   assert np.allclose(a01, 0) and np.allclose(a10, 0) and np.allclose(a12, 0)
   assert np.allclose(a02[a00 < 0], 31) and np.allclose(a02[a00 > 0], 0)
+
+
+def test_training_progress_is_logged(caplog):
+  from components import trainer  # pylint: disable=g-import-not-at-top
+  model = models.build_model("cnn", "binary", 58)
+  models.compile_model(model, "binary", 5e-4)
+  data = tf.data.Dataset.from_tensor_slices(
+      (np.zeros((8, 58, 58, 3), np.float32), np.zeros(8))).batch(2)
+  progress = trainer._ProgressLog(epochs=2, batch_size=2, every_s=0.0)  # pylint: disable=protected-access
+  with caplog.at_level("INFO"):
+    model.fit(data, epochs=2, verbose=0, callbacks=[progress])
+  lines = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith("Training epoch")]
+  assert lines[0].startswith("Training epoch 1/2, step 1,")
+  # Once an epoch has been seen, steps per epoch and an ETA are known.
+  assert "epoch 2/2, step 4/4" in lines[-1] and "ETA 0.0 min" in lines[-1]
