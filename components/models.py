@@ -12,7 +12,7 @@ conv layer. Each base gets its own ImageNet preprocessing inside the model.
 import os
 import shutil
 import tempfile
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 from tensorflow.python.autograph.core import config as autograph_config  # pylint: disable=g-direct-tensorflow-import
@@ -65,9 +65,10 @@ def head_units(task: str) -> int:
 
 def _head(x, task: str):
   units = head_units(task)
+  # float32 whatever the mixed-precision policy: stable sigmoid/softmax.
   return keras.layers.Dense(units,
                             activation="sigmoid" if units == 1 else "softmax",
-                            name="predictions")(x)
+                            dtype="float32", name="predictions")(x)
 
 
 def _thesis_cnn(inputs, task: str, dropout: float):
@@ -184,13 +185,41 @@ def build_model(name: str, task: str, image_size: int,
   return keras.Model(inputs, outputs, name=name)
 
 
+_HEAD_LAYERS = ("dense", "predictions")
+
+
+def base_layers(model: keras.Model) -> List[keras.layers.Layer]:
+  """Weighted layers of a transfer model's base, bottom to top.
+
+  BatchNormalization layers are left out: they stay frozen (in inference
+  mode) while fine-tuning, as Keras's transfer-learning guide advises.
+  """
+  if model.name not in TRANSFER_BASES:
+    raise ValueError(f"{model.name} has no pretrained base to fine-tune")
+  return [layer for layer in model.layers
+          if layer.weights and layer.name not in _HEAD_LAYERS
+          and not isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def unfreeze_top(model: keras.Model, n: int) -> List[str]:
+  """Makes the top `n` base layers trainable; returns their names."""
+  layers = base_layers(model)
+  if not 0 < n <= len(layers):
+    raise ValueError(f"fine-tune layers must be 1..{len(layers)} for "
+                     f"{model.name}, got {n}")
+  for layer in layers[-n:]:
+    layer.trainable = True
+  return [layer.name for layer in layers[-n:]]
+
+
 def parameter_counts(model: keras.Model) -> Dict[str, int]:
   trainable = int(sum(tf.size(w).numpy() for w in model.trainable_weights))
   return {"total": model.count_params(), "trainable": trainable}
 
 
-def compile_model(model: keras.Model, task: str, learning_rate: float) -> None:
-  """RMSprop as in the thesis; loss and metrics by task."""
+def compile_model(model: keras.Model, task: str, learning_rate: float,
+                  xla: bool = False) -> None:
+  """RMSprop as in the thesis; loss and metrics by task; optional XLA."""
   if task == "binary":
     loss = keras.losses.BinaryCrossentropy()
     metrics = [keras.metrics.BinaryAccuracy(name="accuracy"),
@@ -199,4 +228,4 @@ def compile_model(model: keras.Model, task: str, learning_rate: float) -> None:
     loss = keras.losses.SparseCategoricalCrossentropy()
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
   model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), loss=loss,
-                metrics=metrics)
+                metrics=metrics, jit_compile=xla)

@@ -6,7 +6,8 @@ train split only, prefetches, trains one model and exports it with the
 signatures of serving/signatures.py.
 
 custom_config keys (all optional): task, model, image_size, epochs,
-batch_size, learning_rate, seed, weights, restore_best_epoch.
+batch_size, learning_rate, seed, weights, class_weight, fine_tune_layers,
+fine_tune_epochs, mixed_precision, xla, restore_best_epoch.
 """
 
 import json
@@ -15,6 +16,7 @@ import time
 from typing import Any, Dict
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
@@ -34,11 +36,18 @@ DEFAULTS: Dict[str, Any] = {
     "learning_rate": 5e-4,
     "seed": 42,
     "weights": "none",  # transfer bases: imagenet, none, or a file path
+    "class_weight": "none",  # or "balanced"
+    "fine_tune_layers": 0,  # > 0: a second phase on the top N base layers
+    "fine_tune_epochs": 10,
+    "mixed_precision": "",  # "", "float16" or "bfloat16"
+    "xla": False,
     # Export the weights of the epoch with the lowest validation loss, not
     # the last: RMSprop at the thesis's rate swings between epochs.
     "restore_best_epoch": True,
 }
 HISTORY_FILE = "history.json"
+# Fine-tuning runs at this fraction of the first phase's learning rate.
+FINE_TUNE_LR_FACTOR = 0.1
 
 
 def training_config(custom_config) -> Dict[str, Any]:
@@ -128,29 +137,44 @@ class _ProgressLog(tf.keras.callbacks.Callback):
       self._steps_per_epoch = self._done_steps
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
-  """TFX Trainer entry point."""
-  config = training_config(fn_args.custom_config)
-  logging.info("Training with %s", config)
-  tf.keras.utils.set_random_seed(int(config["seed"]))
-  task, name = config["task"], config["model"]
-  image_size = int(config["image_size"])
-  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+def distribution_strategy() -> tf.distribute.Strategy:
+  """Every visible GPU through MirroredStrategy; the CPU otherwise."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if gpus:
+    logging.info("Training on %d GPU(s) with MirroredStrategy", len(gpus))
+    return tf.distribute.MirroredStrategy()
+  logging.info("No GPU visible: training on the CPU")
+  return tf.distribute.get_strategy()
 
-  def dataset(files, train):
-    return input_fn(files, fn_args.data_accessor, tf_transform_output,
-                    int(config["batch_size"]), image_size, train=train,
-                    augmented=name in models.AUGMENTED_MODELS,
-                    seed=int(config["seed"]))
 
-  model = models.build_model(name, task, image_size, config["weights"])
-  models.compile_model(model, task, float(config["learning_rate"]))
-  model.summary(print_fn=logging.info)
-  epochs = int(config["epochs"])
+def balanced_class_weights(file_patterns, classes: int) -> Dict[int, float]:
+  """n / (classes * n_c) per class, from the train split's labels only."""
+  files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+  labels = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
+      lambda record: tf.io.parse_single_example(
+          record, {transform.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+      )[transform.LABEL_KEY], num_parallel_calls=tf.data.AUTOTUNE)
+  counts = np.bincount(np.fromiter(labels.as_numpy_iterator(), np.int64),
+                       minlength=classes)
+  if not counts.all():
+    raise ValueError(f"class weighting needs every class in the train "
+                     f"split; label counts are {counts.tolist()}")
+  weights = counts.sum() / (classes * counts)
+  logging.info("Class counts %s -> weights %s", counts.tolist(),
+               weights.round(3).tolist())
+  return {i: float(w) for i, w in enumerate(weights)}
+
+
+def _train_phase(model, train_data, eval_data, first_epoch: int, epochs: int,
+                 config, log_dir: str, class_weight):
+  """Fits epochs first_epoch+1 .. first_epoch+epochs.
+
+  Returns (history dict, 1-based epoch whose weights the model now holds).
+  """
+  last = first_epoch + epochs
   callbacks = [_EpochTimer(),
-               _ProgressLog(epochs, int(config["batch_size"])),
-               tf.keras.callbacks.TensorBoard(
-                   log_dir=os.path.join(fn_args.model_run_dir, "logs"))]
+               _ProgressLog(last, int(config["batch_size"])),
+               tf.keras.callbacks.TensorBoard(log_dir=log_dir)]
   best = None
   if config["restore_best_epoch"]:
     # Patience of every epoch: never stops early, only restores the best.
@@ -158,18 +182,68 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         monitor="val_loss", patience=epochs, restore_best_weights=True,
         verbose=1)
     callbacks.append(best)
-  history = model.fit(
-      dataset(fn_args.train_files, train=True),
-      validation_data=dataset(fn_args.eval_files, train=False),
-      epochs=epochs, callbacks=callbacks, verbose=2)
+  history = model.fit(train_data, validation_data=eval_data,
+                      initial_epoch=first_epoch, epochs=last,
+                      class_weight=class_weight, callbacks=callbacks,
+                      verbose=2)
+  return history.history, (best.best_epoch + 1 if best is not None else last)
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+  """TFX Trainer entry point."""
+  config = training_config(fn_args.custom_config)
+  logging.info("Training with %s", config)
+  tf.keras.utils.set_random_seed(int(config["seed"]))
+  task, name = config["task"], config["model"]
+  image_size = int(config["image_size"])
+  learning_rate = float(config["learning_rate"])
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+  if config["mixed_precision"]:
+    # float16/bfloat16 compute; the head stays float32 (models._head).
+    tf.keras.mixed_precision.set_global_policy(
+        f"mixed_{config['mixed_precision']}")
+
+  def dataset(files, train):
+    return input_fn(files, fn_args.data_accessor, tf_transform_output,
+                    int(config["batch_size"]), image_size, train=train,
+                    augmented=name in models.AUGMENTED_MODELS,
+                    seed=int(config["seed"]))
+
+  with distribution_strategy().scope():
+    model = models.build_model(name, task, image_size, config["weights"])
+    models.compile_model(model, task, learning_rate, xla=config["xla"])
+  model.summary(print_fn=logging.info)
+  class_weight = None
+  if config["class_weight"] == "balanced":
+    class_weight = balanced_class_weights(fn_args.train_files,
+                                          models.CLASS_COUNTS[task])
+  train_data = dataset(fn_args.train_files, train=True)
+  eval_data = dataset(fn_args.eval_files, train=False)
+  log_dir = os.path.join(fn_args.model_run_dir, "logs")
+  epochs = int(config["epochs"])
+  history, exported = _train_phase(model, train_data, eval_data, 0, epochs,
+                                   config, log_dir, class_weight)
+  record = {k: [float(v) for v in vs] for k, vs in history.items()}
+
+  fine_tune_layers = int(config["fine_tune_layers"])
+  if fine_tune_layers:
+    unfrozen = models.unfreeze_top(model, fine_tune_layers)
+    logging.info("Fine-tuning %d base layers (%s .. %s) at lr %g",
+                 len(unfrozen), unfrozen[0], unfrozen[-1],
+                 learning_rate * FINE_TUNE_LR_FACTOR)
+    models.compile_model(model, task, learning_rate * FINE_TUNE_LR_FACTOR,
+                         xla=config["xla"])
+    history, exported = _train_phase(
+        model, train_data, eval_data, epochs,
+        int(config["fine_tune_epochs"]), config, log_dir, class_weight)
+    for key, values in history.items():
+      record.setdefault(key, []).extend(float(v) for v in values)
+    record["fine_tuned_layers"] = unfrozen
 
   tf.io.gfile.makedirs(fn_args.model_run_dir)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE),
                          "w") as f:
-    record = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    # 1-based epoch whose weights were exported.
-    record["exported_epoch"] = (best.best_epoch + 1 if best is not None
-                                else epochs)
+    record["exported_epoch"] = exported  # 1-based, across both phases
     json.dump(record, f, indent=1)
   signatures.export_serving_model(model, tf_transform_output,
                                   fn_args.serving_model_dir, task, image_size)

@@ -47,7 +47,11 @@ def _run(args) -> int:
   settings = pipeline_lib.TrainingSettings(
       models=args.models, image_size=args.image_size, epochs=args.epochs,
       batch_size=args.batch_size, learning_rate=args.learning_rate,
-      seed=args.seed, weights=args.weights, restore_best_epoch=not args.keep_last_epoch,
+      seed=args.seed, weights=args.weights, class_weight=args.class_weight,
+      fine_tune_layers=args.fine_tune_layers,
+      fine_tune_epochs=args.fine_tune_epochs,
+      mixed_precision=args.mixed_precision, xla=args.xla,
+      restore_best_epoch=not args.keep_last_epoch,
       min_accuracy=args.min_accuracy, min_auc=args.min_auc)
   tasks = image_layouts.TASKS if args.task == "both" else (args.task,)
   for task in tasks:
@@ -130,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument("--learning-rate", type=float,
                    default=defaults.learning_rate)
   run.add_argument("--seed", type=int, default=defaults.seed)
+  run.add_argument("--class-weight", choices=("none", "balanced"),
+                   default=defaults.class_weight,
+                   help="balanced: weight classes by n / (classes * n_c) of "
+                   "the train split")
+  run.add_argument("--fine-tune-layers", type=int,
+                   default=defaults.fine_tune_layers,
+                   help="transfer models: after the frozen phase, train the "
+                   "top N base layers at a tenth of the learning rate")
+  run.add_argument("--fine-tune-epochs", type=int,
+                   default=defaults.fine_tune_epochs)
+  run.add_argument("--mixed-precision", choices=("", "float16", "bfloat16"),
+                   default=defaults.mixed_precision,
+                   help="compute dtype; the output layer stays float32")
+  run.add_argument("--xla", action="store_true", help="compile with XLA")
   run.add_argument("--keep-last-epoch", action="store_true",
                    help="export the last epoch's weights instead of the "
                    "epoch with the lowest validation loss")

@@ -36,9 +36,18 @@ class TrainingSettings:
   learning_rate: float = 5e-4
   seed: int = 42
   weights: str = "none"  # transfer models: imagenet, none, or a file path
+  class_weight: str = "none"  # or "balanced"
+  fine_tune_layers: int = 0  # > 0: a second phase on the top N base layers
+  fine_tune_epochs: int = 10
+  mixed_precision: str = ""  # "", "float16" or "bfloat16"
+  xla: bool = False
   restore_best_epoch: bool = True
   min_accuracy: float = 0.75
   min_auc: float = 0.85
+
+
+# TrainingSettings fields that are not the Trainer's (its custom_config).
+_EVALUATION_SETTINGS = ("models", "min_accuracy", "min_auc")
 
 
 def serving_model_name(task: str, model: str) -> str:
@@ -59,17 +68,11 @@ def _model_branch(model: str, task: str, settings: TrainingSettings,
       transform_graph=transform_component.outputs["transform_graph"],
       train_args=tfx.proto.TrainArgs(splits=["train"]),
       eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-      custom_config={
-          "task": task,
-          "model": model,
-          "image_size": settings.image_size,
-          "epochs": settings.epochs,
-          "batch_size": settings.batch_size,
-          "learning_rate": settings.learning_rate,
-          "seed": settings.seed,
-          "weights": settings.weights,
-          "restore_best_epoch": settings.restore_best_epoch,
-      }).with_id(node_id("Trainer", model))
+      custom_config=dict(
+          task=task, model=model,
+          **{k: v for k, v in dataclasses.asdict(settings).items()
+             if k not in _EVALUATION_SETTINGS}),
+  ).with_id(node_id("Trainer", model))
 
   # Only this branch's models and blessings: another model's blessing is no
   # baseline for this one.

@@ -81,3 +81,22 @@ def test_weights_from_a_file(tmp_path):
   with pytest.raises(FileNotFoundError, match="weights file not found"):
     models.build_model("mobilenet_v2", "binary", 64,
                        weights=str(tmp_path / "missing.h5"))
+
+
+@pytest.mark.parametrize("name", list(models.TRANSFER_BASES))
+def test_fine_tune_unfreezes_exactly_n_layers(name):
+  model = models.build_model(name, "binary", 64)
+  assert not any(layer.trainable for layer in models.base_layers(model))
+  before = len(model.trainable_weights)
+  names = models.unfreeze_top(model, 3)
+  trainable = [layer.name for layer in models.base_layers(model)
+               if layer.trainable]
+  assert trainable == names and len(names) == 3
+  assert len(model.trainable_weights) > before
+  with pytest.raises(ValueError, match="fine-tune layers must be"):
+    models.unfreeze_top(model, 10_000)
+
+
+def test_from_scratch_models_have_no_base_to_fine_tune():
+  with pytest.raises(ValueError, match="no pretrained base"):
+    models.unfreeze_top(models.build_model("cnn", "binary", 64), 1)

@@ -1,0 +1,69 @@
+"""Trainer pieces: class weights, training phases, mixed precision."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import models
+from components import trainer
+
+
+def test_balanced_class_weights(tmp_path):
+  path = str(tmp_path / "labels.gz")
+  with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+    for label in [0] * 10 + [1] * 30:
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          "label": tf.train.Feature(int64_list=tf.train.Int64List(
+              value=[label]))})).SerializeToString())
+  weights = trainer.balanced_class_weights([str(tmp_path / "*.gz")], 2)
+  assert weights == pytest.approx({0: 2.0, 1: 40 / 60})
+  with pytest.raises(ValueError, match="every class"):
+    trainer.balanced_class_weights([str(tmp_path / "*.gz")], 3)
+
+
+def _data(n=8, size=64):
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0, 255, (n, size, size, 3)).astype(np.float32)
+  return tf.data.Dataset.from_tensor_slices(
+      (images, np.arange(n) % 2)).batch(4)
+
+
+def test_frozen_then_fine_tune_phases(tmp_path):
+  config = dict(trainer.DEFAULTS, batch_size=4)
+  model = models.build_model("vgg16", "binary", 64)
+  models.compile_model(model, "binary", 5e-4)
+  history, exported = trainer._train_phase(  # pylint: disable=protected-access
+      model, _data(), _data(), 0, 2, config, str(tmp_path), None)
+  assert len(history["loss"]) == 2 and 1 <= exported <= 2
+  frozen_top = models.base_layers(model)[-1]
+  kernel = frozen_top.weights[0].numpy().copy()
+  models.unfreeze_top(model, 2)
+  models.compile_model(model, "binary", 5e-5)
+  history, exported = trainer._train_phase(  # pylint: disable=protected-access
+      model, _data(), _data(), 2, 2, config, str(tmp_path), {0: 1.0, 1: 2.0})
+  assert len(history["loss"]) == 2 and 3 <= exported <= 4
+  # The second phase trained the layer the first phase kept frozen.
+  assert not np.array_equal(kernel, frozen_top.weights[0].numpy())
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16"])
+def test_mixed_precision_keeps_a_float32_head(policy):
+  tf.keras.mixed_precision.set_global_policy(policy)
+  try:
+    model = models.build_model("cnn", "multiclass", 64)
+    models.compile_model(model, "multiclass", 5e-4)
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    model.fit(_data(), epochs=1, verbose=0)
+    out = model.predict(_data(), verbose=0)
+    assert out.dtype == np.float32
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+
+
+def test_cpu_strategy_without_gpu():
+  if tf.config.list_physical_devices("GPU"):
+    assert isinstance(trainer.distribution_strategy(),
+                      tf.distribute.MirroredStrategy)
+  else:
+    assert trainer.distribution_strategy() is tf.distribute.get_strategy()
