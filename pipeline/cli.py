@@ -14,6 +14,7 @@ from typing import List, Optional
 # Keras 2 before TensorFlow is imported anywhere (see components/__init__).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
 from components import image_layouts  # pylint: disable=g-import-not-at-top
 from components import models  # pylint: disable=g-import-not-at-top
 from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
@@ -44,6 +45,8 @@ def _print_summary(output: str, task: str) -> Optional[summary.RunSummary]:
 
 
 def _run(args) -> int:
+  # Components report progress (ingestion counts, training ETA) at INFO.
+  absl_logging.set_verbosity(absl_logging.INFO)
   settings = pipeline_lib.TrainingSettings(
       models=args.models, image_size=args.image_size, epochs=args.epochs,
       batch_size=args.batch_size, learning_rate=args.learning_rate,
