@@ -21,6 +21,7 @@ setuptools.setup(
         "tensorflow-serving-api==2.16.1",
         "grpcio",
         "pillow",
+        "matplotlib",
         "numpy",
     ],
     extras_require={"test": ["pytest"]},

@@ -24,6 +24,7 @@ from tfx_bsl.public import tfxio
 
 from components import augment
 from components import models
+from components import training_curves
 from components import transform
 from serving import signatures
 
@@ -245,5 +246,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                          "w") as f:
     record["exported_epoch"] = exported  # 1-based, across both phases
     json.dump(record, f, indent=1)
+  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir,
+                                      training_curves.CURVES_FILE), "wb") as f:
+    f.write(training_curves.plot_history(record, f"{name}, {task} task"))
   signatures.export_serving_model(model, tf_transform_output,
                                   fn_args.serving_model_dir, task, image_size)

@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+from PIL import Image
 import tensorflow as tf
 
 from pipeline import pipeline as pipeline_lib
@@ -54,6 +55,10 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
     assert len(history[key]) == SETTINGS.epochs, key
   best = min(range(SETTINGS.epochs), key=lambda i: history["val_loss"][i])
   assert history["exported_epoch"] == best + 1
+  with Image.open(os.path.join(os.path.dirname(histories[0]),
+                               "curves.png")) as curves:
+    assert curves.format == "PNG" and curves.size == (1000, 400)
+    assert np.asarray(curves.convert("L")).std() > 5  # not a blank canvas
 
   # Pushed where TF Serving looks: <base>/<model name>/<numeric version>/.
   model_dir = os.path.join(paths["serving"],
