@@ -32,13 +32,15 @@ class ModelResult:
 
   def lines(self) -> List[str]:
     out = [f"  model {self.model}:"]
-    # Overall first; per-label slices hold one class, where AUC is undefined.
+    # Overall first. A per-label slice holds one class: its accuracy is the
+    # class's recall, and AUC, precision, recall, specificity are undefined.
     for slice_name, values in sorted(self.metrics.items(),
                                      key=lambda kv: kv[0] != "Overall"):
       shown = ", ".join(
           f"{k} {v:.4f}" if k != "example_count" else f"{k} {v:.0f}"
           for k, v in sorted(values.items())
-          if slice_name == "Overall" or k != "auc")
+          if slice_name == "Overall" or k in ("example_count", "loss")
+          or "accuracy" in k)
       out.append(f"    test metrics [{slice_name}]: {shown}")
     if self.blessed is not None:
       out.append("    blessed: " + ("yes" if self.blessed else "NO"))
