@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument("--output", required=True,
                    help="output folder: artifacts, metadata, serving/")
   run.add_argument("--models", type=_model_list,
-                   default=",".join(models.MODELS),
+                   default=",".join(defaults.models),
                    help="comma list of models to train, each in its own "
                    f"Trainer/Evaluator/Pusher branch (default: all of "
                    f"{','.join(models.MODELS)})")

@@ -29,7 +29,7 @@ TRAINER_FN = "components.trainer.run_fn"
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
   """What the Trainer and the Evaluator are asked to do."""
-  models: Tuple[str, ...] = ("cnn_aug",)
+  models: Tuple[str, ...] = models_lib.MODELS  # the thesis's five
   image_size: int = transform.DEFAULT_IMAGE_SIZE
   epochs: int = 30
   batch_size: int = 32
