@@ -29,26 +29,24 @@ if not any(rule.matches("tf_keras")
       + tuple(autograph_config.CONVERSION_RULES))
 
 CLASS_COUNTS: Dict[str, int] = {"binary": 2, "multiclass": 3}
-# Transfer bases: Keras constructor, its preprocess_input, and the file name
-# of Keras's ImageNet no-top weights (under _KERAS_WEIGHTS_URL/<folder>/).
+# Transfer bases: Keras constructor, its preprocess_input, and where Keras
+# publishes the ImageNet no-top weights (_KERAS_WEIGHTS_URL/folder/file).
 TRANSFER_BASES = {
     "vgg16": (keras.applications.VGG16,
               keras.applications.vgg16.preprocess_input,
-              "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+              "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "mobilenet_v2": (keras.applications.MobileNetV2,
                      keras.applications.mobilenet_v2.preprocess_input,
-                     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_"
-                     "{size}_no_top.h5"),
+                     "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_"
+                     "kernels_1.0_{size}_no_top.h5"),
     "resnet50_v2": (keras.applications.ResNet50V2,
                     keras.applications.resnet_v2.preprocess_input,
-                    "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                    "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_"
+                    "notop.h5"),
 }
 _KERAS_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/"
                       "keras-applications")
-_WEIGHTS_FOLDER = {"vgg16": "vgg16", "mobilenet_v2": "mobilenet_v2",
-                   "resnet50_v2": "resnet"}
 MODELS = ("cnn", "cnn_aug") + tuple(TRANSFER_BASES)
-WEIGHTS_CHOICES = ("imagenet", "none")  # or a path to a weights file
 # Smallest input each model can take: the thesis CNN's valid convolutions and
 # four poolings need 58 px; Keras's bases need 32.
 MIN_IMAGE_SIZE = {"cnn": 58, "cnn_aug": 58, "vgg16": 32, "mobilenet_v2": 32,
@@ -104,6 +102,7 @@ def keras_home() -> str:
 
 
 def _imagenet_file(name: str, image_size: int) -> str:
+  """'folder/file name' of a base's ImageNet weights at Keras's site."""
   # MobileNetV2 has weights for these sizes and falls back to 224 otherwise.
   size = image_size if image_size in (96, 128, 160, 192, 224) else 224
   return TRANSFER_BASES[name][2].format(size=size)
@@ -115,11 +114,11 @@ def imagenet_weights(name: str, image_size: int) -> str:
   tf_keras's applications cache under ~/.keras whatever KERAS_HOME says, so
   the file is fetched here with Keras's get_file into KERAS_HOME/models.
   """
-  file_name = _imagenet_file(name, image_size)
+  remote = _imagenet_file(name, image_size)
+  file_name = os.path.basename(remote)
   try:
-    return keras.utils.get_file(
-        file_name, f"{_KERAS_WEIGHTS_URL}/{_WEIGHTS_FOLDER[name]}/{file_name}",
-        cache_subdir="models", cache_dir=keras_home())
+    return keras.utils.get_file(file_name, f"{_KERAS_WEIGHTS_URL}/{remote}",
+                                cache_subdir="models", cache_dir=keras_home())
   except Exception as e:  # pylint: disable=broad-except
     expected = os.path.join(keras_home(), "models", file_name)
     raise WeightsUnavailableError(
