@@ -34,8 +34,8 @@ class ModelResult:
     out = [f"  model {self.model}:"]
     # Overall first. A per-label slice holds one class: its accuracy is the
     # class's recall, and AUC, precision, recall, specificity are undefined.
-    for slice_name, values in sorted(self.metrics.items(),
-                                     key=lambda kv: kv[0] != "Overall"):
+    for slice_name, values in sorted(
+        self.metrics.items(), key=lambda kv: (kv[0] != "Overall", kv[0])):
       shown = ", ".join(
           f"{k} {v:.4f}" if k != "example_count" else f"{k} {v:.0f}"
           for k, v in sorted(values.items())
@@ -102,11 +102,13 @@ def read_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
   out = {}
   for slice_key, by_output in result.slicing_metrics:
     values = {}
-    for by_class in by_output.values():
-      for metrics in by_class.values():
+    for by_sub_key in by_output.values():
+      # sub_key is "" or, for per-class metrics, e.g. "classId:2".
+      for sub_key, metrics in by_sub_key.items():
         for name, value in metrics.items():
           if "doubleValue" in value:
-            values[name] = float(value["doubleValue"])
+            key = f"{name} {sub_key}" if sub_key else name
+            values[key] = float(value["doubleValue"])
     out[_slice_name(slice_key)] = values
   return out
 
