@@ -56,6 +56,15 @@ AUGMENTED_MODELS = ("cnn_aug",)
 INPUT_NAME = "image"
 
 
+def check_model_names(names) -> tuple:
+  """`names` as a tuple if they are distinct, known and not empty."""
+  names = tuple(names)
+  if not names or len(set(names)) != len(names) or set(names) - set(MODELS):
+    raise ValueError(f"expected distinct names from {','.join(MODELS)}, got "
+                     f"{names}")
+  return names
+
+
 def head_units(task: str) -> int:
   """1 sigmoid unit for binary, one softmax unit per class otherwise."""
   return 1 if task == "binary" else CLASS_COUNTS[task]

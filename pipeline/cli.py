@@ -91,13 +91,11 @@ def _summary(args) -> int:
 
 
 def _model_list(text: str):
-  names = tuple(n.strip() for n in text.split(",") if n.strip())
-  unknown = [n for n in names if n not in models.MODELS]
-  if unknown or not names or len(set(names)) != len(names):
-    raise argparse.ArgumentTypeError(
-        f"expected distinct names from {','.join(models.MODELS)}, got "
-        f"{text!r}")
-  return names
+  try:
+    return models.check_model_names(
+        n.strip() for n in text.split(",") if n.strip())
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:

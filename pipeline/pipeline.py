@@ -122,11 +122,7 @@ def create_pipeline(
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline; nothing runs and no file is touched here."""
-  unknown = set(settings.models) - set(models_lib.MODELS)
-  if unknown or not settings.models or len(set(settings.models)) != len(
-      settings.models):
-    raise ValueError(f"models must be distinct names from {models_lib.MODELS}"
-                     f", got {settings.models}")
+  models_lib.check_model_names(settings.models)
   example_gen = image_example_gen.ImageExampleGen(
       input_base=data_root, task=task, eval_percent=eval_percent,
       input_fingerprint=input_fingerprint)

@@ -71,8 +71,8 @@ class RunSummary:
              else ""))
     for result in self.models.values():
       out.extend(result.lines())
-    not_done = {n: s for n, s in self.states.items() if s not in
-                ("COMPLETE", "CACHED")}
+    done = {metadata_store_pb2.Execution.State.Name(s) for s in _DONE}
+    not_done = {n: s for n, s in self.states.items() if s not in done}
     if not_done:
       out.append(f"  not completed: {not_done}")
     return out
@@ -171,8 +171,8 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
     counts = json.loads(examples.custom_properties[
         image_example_gen.COUNTS_PROPERTY].string_value)
   results = {}
+  trainer_prefix = pipeline_lib.node_id("Trainer", "")
   for node in states:
-    trainer_prefix = pipeline_lib.node_id("Trainer", "")
     if not node.startswith(trainer_prefix):
       continue
     model = node[len(trainer_prefix):]

@@ -2,6 +2,8 @@
 
 import glob
 
+import pytest
+
 from pipeline import cli
 
 
@@ -40,3 +42,12 @@ def test_models_table(capsys):
         trainable.replace(",", ""))
     assert 0 < trainable <= total
     assert (trainable < total) == (name not in ("cnn", "cnn_aug"))
+
+
+def test_unknown_or_repeated_models_are_refused(capsys):
+  for models in ("cnn,foo", "cnn,cnn", ","):
+    with pytest.raises(SystemExit) as raised:
+      cli.main(["run", "--data", "d", "--task", "binary", "--output", "o",
+                "--models", models])
+    assert raised.value.code == 2
+    assert "expected distinct names from cnn,cnn_aug" in capsys.readouterr().err
