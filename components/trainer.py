@@ -105,9 +105,12 @@ class _ProgressLog(tf.keras.callbacks.Callback):
   Steps per epoch are known only after the first pass over the data.
   """
 
-  def __init__(self, epochs: int, batch_size: int, every_s: float = 30.0):
+  def __init__(self, epochs: int, batch_size: int, every_s: float = 30.0,
+               first_epoch: int = 0):
+    """epochs: the last epoch (1-based); first_epoch: epochs already done."""
     super().__init__()
     self._epochs, self._batch, self._every = epochs, batch_size, every_s
+    self._first = first_epoch
     self._steps_per_epoch = None
 
   def on_train_begin(self, logs=None):
@@ -128,8 +131,9 @@ class _ProgressLog(tf.keras.callbacks.Callback):
     eta = ""
     if self._steps_per_epoch:
       where += f"/{self._steps_per_epoch}"
-      left = self._steps_per_epoch * self._epochs - self._done_steps
-      eta = f", ETA {left / rate / 60:.1f} min"
+      left = (self._steps_per_epoch * (self._epochs - self._first)
+              - self._done_steps)
+      eta = f", ETA {left / rate / 60:.1f} min ({left} steps left)"
     logging.info("Training %s, %.1f images/s%s", where, rate * self._batch,
                  eta)
 
@@ -174,7 +178,8 @@ def _train_phase(model, train_data, eval_data, first_epoch: int, epochs: int,
   """
   last = first_epoch + epochs
   callbacks = [_EpochTimer(),
-               _ProgressLog(last, int(config["batch_size"])),
+               _ProgressLog(last, int(config["batch_size"]),
+                            first_epoch=first_epoch),
                tf.keras.callbacks.TensorBoard(log_dir=log_dir)]
   best = None
   if config["restore_best_epoch"]:

@@ -79,4 +79,16 @@ def test_training_progress_is_logged(caplog):
            if r.getMessage().startswith("Training epoch")]
   assert lines[0].startswith("Training epoch 1/2, step 1,")
   # Once an epoch has been seen, steps per epoch and an ETA are known.
-  assert "epoch 2/2, step 4/4" in lines[-1] and "ETA 0.0 min" in lines[-1]
+  assert "epoch 2/2, step 4/4" in lines[-1]
+  assert "ETA 0.0 min (0 steps left)" in lines[-1]
+
+  # A second phase (fine-tuning) counts only its own epochs as left.
+  caplog.clear()
+  phase2 = trainer._ProgressLog(epochs=4, batch_size=2, every_s=0.0,  # pylint: disable=protected-access
+                                first_epoch=2)
+  with caplog.at_level("INFO"):
+    model.fit(data, initial_epoch=2, epochs=4, verbose=0, callbacks=[phase2])
+  lines = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith("Training epoch")]
+  assert "epoch 4/4, step 4/4" in lines[-1]
+  assert "(0 steps left)" in lines[-1]
