@@ -4,10 +4,13 @@
   cxr run --data DIR --task binary|multiclass|both --output OUT [...]
   cxr models [--task binary|multiclass --image-size S]
   cxr summary --output OUT --task binary|multiclass
+  cxr serve --model-base OUT/serving [--port 8500 --rest-port 8501 ...]
+  cxr predict IMAGE... --server HOST:PORT --model NAME [--gradcam OUT_DIR]
 """
 
 import argparse
 import os
+import signal
 import sys
 from typing import List, Optional
 
@@ -15,12 +18,15 @@ from typing import List, Optional
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+import grpc  # pylint: disable=g-import-not-at-top
 from components import image_layouts  # pylint: disable=g-import-not-at-top
 from components import models  # pylint: disable=g-import-not-at-top
 from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
 from pipeline import runner  # pylint: disable=g-import-not-at-top
 from pipeline import summary  # pylint: disable=g-import-not-at-top
 from pipeline import synthetic  # pylint: disable=g-import-not-at-top
+from serving import client as serving_client  # pylint: disable=g-import-not-at-top
+from serving import server as serving_server  # pylint: disable=g-import-not-at-top
 
 
 def _synth(args) -> int:
@@ -88,6 +94,87 @@ def _models(args) -> int:
 
 def _summary(args) -> int:
   return 0 if _print_summary(args.output, args.task) is not None else 1
+
+
+def _serve(args) -> int:
+  absl_logging.set_verbosity(absl_logging.INFO)  # what loads, and why not
+  try:
+    handle = serving_server.start_server(
+        args.model_base, host=args.host, port=args.port,
+        rest_port=args.rest_port or None, poll_seconds=args.poll_seconds,
+        max_workers=args.max_workers,
+        max_message_bytes=args.max_message_bytes, tls_cert=args.tls_cert,
+        tls_key=args.tls_key)
+  except (OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  # SIGTERM (docker stop, Kubernetes) ends it like Ctrl-C.
+  previous = signal.signal(signal.SIGTERM,
+                           lambda *_: handle.grpc_server.stop(0))
+  try:
+    handle.wait()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+    handle.stop()
+  return 0
+
+
+def _class_name(outputs, i: int, class_id: int) -> str:
+  if "class_name" in outputs:
+    return outputs["class_name"][i].decode("utf-8")
+  # gradcam answers no names: the class count tells the task.
+  for names in image_layouts.CLASS_NAMES.values():
+    if len(names) == outputs["probabilities"].shape[-1]:
+      return names[class_id]
+  return str(class_id)
+
+
+def _predict(args) -> int:
+  with serving_client.Client(args.server, timeout=args.timeout) as client:
+    return _predict_each(client, args)
+
+
+def _predict_each(client, args) -> int:
+  """One line per image; a bad file is reported and skipped."""
+  if args.gradcam:
+    os.makedirs(args.gradcam, exist_ok=True)
+  failed = False
+  for path in args.images:
+    try:
+      with open(path, "rb") as f:
+        image = f.read()
+    except OSError as e:
+      print(f"{path}: cannot read: {e.strerror or e}", file=sys.stderr)
+      failed = True
+      continue
+    try:
+      if args.gradcam:
+        outputs = client.gradcam(args.model, [image], version=args.version)
+      else:
+        outputs = client.predict(args.model, [image], version=args.version)
+    except serving_client.ClientError as e:
+      if e.code == grpc.StatusCode.INVALID_ARGUMENT:
+        # This image (e.g. not a JPEG/PNG), not the server: go on.
+        print(f"{path}: rejected by the server: {e.details}",
+              file=sys.stderr)
+        failed = True
+        continue
+      print(f"error: {e}", file=sys.stderr)
+      return 1
+    class_id = int(outputs["class_id"][0])
+    line = (f"{path}\t{_class_name(outputs, 0, class_id)}\t"
+            f"{float(outputs['probabilities'][0, class_id]):.4f}")
+    if args.gradcam:
+      overlay = os.path.join(
+          args.gradcam, os.path.splitext(os.path.basename(path))[0]
+          + "_gradcam.png")
+      with open(overlay, "wb") as f:
+        f.write(outputs["overlay_png"][0])
+      line += f"\t{overlay}"
+    print(line, flush=True)
+  return 1 if failed else 0
 
 
 def _model_list(text: str):
@@ -178,6 +265,44 @@ def build_parser() -> argparse.ArgumentParser:
   summ.add_argument("--output", required=True)
   summ.add_argument("--task", required=True, choices=image_layouts.TASKS)
   summ.set_defaults(func=_summary)
+
+  serve = sub.add_parser("serve", help="serve the pushed models over TF "
+                         "Serving's gRPC (and REST) API, without TF Serving")
+  serve.add_argument("--model-base", required=True,
+                     help="BASE/<model>/<version>/saved_model.pb, e.g. "
+                     "OUT/serving; polled for new versions")
+  serve.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (0.0.0.0: every interface)")
+  serve.add_argument("--port", type=int, default=8500, help="gRPC port")
+  serve.add_argument("--rest-port", type=int, default=0,
+                     help="REST port, e.g. 8501 (default 0: no REST)")
+  serve.add_argument("--tls-cert", help="PEM certificate: serve over TLS")
+  serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+  serve.add_argument("--poll-seconds", type=float, default=1.0,
+                     help="how often to look for new model versions")
+  serve.add_argument("--max-workers", type=int, default=8,
+                     help="requests handled at once")
+  serve.add_argument("--max-message-bytes", type=int,
+                     default=serving_server.DEFAULT_MAX_MESSAGE_BYTES,
+                     help="largest request accepted (default: TF Serving's "
+                     "2 GiB); larger ones get RESOURCE_EXHAUSTED")
+  serve.set_defaults(func=_serve)
+
+  predict = sub.add_parser("predict", help="classify images with a served "
+                           "model (cxr serve or TF Serving)")
+  predict.add_argument("images", nargs="+", metavar="IMAGE",
+                       help="JPEG or PNG files")
+  predict.add_argument("--server", default="localhost:8500",
+                       help="gRPC address HOST:PORT")
+  predict.add_argument("--model", required=True, help="model name, e.g. cnn")
+  predict.add_argument("--version", type=int,
+                       help="model version (default: the latest)")
+  predict.add_argument("--gradcam", metavar="OUT_DIR",
+                       help="also write OUT_DIR/<image>_gradcam.png, the "
+                       "Grad-CAM heat map over the image")
+  predict.add_argument("--timeout", type=float, default=30.0,
+                       help="seconds per request")
+  predict.set_defaults(func=_predict)
   return parser
 
 
