@@ -7,7 +7,7 @@ signatures of serving/signatures.py.
 
 custom_config keys (all optional): task, model, image_size, epochs,
 batch_size, learning_rate, seed, weights, class_weight, fine_tune_layers,
-fine_tune_epochs, mixed_precision, xla, restore_best_epoch.
+fine_tune_epochs, mixed_precision, xla, restore_best_epoch, gradcam_layer.
 """
 
 import json
@@ -26,6 +26,7 @@ from components import augment
 from components import models
 from components import training_curves
 from components import transform
+from serving import gradcam
 from serving import signatures
 
 DEFAULTS: Dict[str, Any] = {
@@ -45,6 +46,7 @@ DEFAULTS: Dict[str, Any] = {
     # Export the weights of the epoch with the lowest validation loss, not
     # the last: RMSprop at the thesis's rate swings between epochs.
     "restore_best_epoch": True,
+    "gradcam_layer": "",  # "": the last convolutional feature map
 }
 HISTORY_FILE = "history.json"
 # Fine-tuning runs at this fraction of the first phase's learning rate.
@@ -219,6 +221,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     model = models.build_model(name, task, image_size, config["weights"])
     models.compile_model(model, task, learning_rate, xla=config["xla"])
   model.summary(print_fn=logging.info)
+  # A wrong Grad-CAM layer name fails now, not at export after training.
+  gradcam_layer = (config["gradcam_layer"]
+                   or gradcam.find_target_layer(model))
+  gradcam.gradcam_model(model, gradcam_layer)
+  logging.info("Grad-CAM explains layer %s", gradcam_layer)
   class_weight = None
   if config["class_weight"] == "balanced":
     class_weight = balanced_class_weights(fn_args.train_files,
@@ -255,4 +262,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                                       training_curves.CURVES_FILE), "wb") as f:
     f.write(training_curves.plot_history(record, f"{name}, {task} task"))
   signatures.export_serving_model(model, tf_transform_output,
-                                  fn_args.serving_model_dir, task, image_size)
+                                  fn_args.serving_model_dir, task, image_size,
+                                  gradcam_layer=gradcam_layer)

@@ -42,6 +42,7 @@ class TrainingSettings:
   mixed_precision: str = ""  # "", "float16" or "bfloat16"
   xla: bool = False
   restore_best_epoch: bool = True
+  gradcam_layer: str = ""  # "": the last convolutional feature map
   min_accuracy: float = 0.75
   min_auc: float = 0.85
 

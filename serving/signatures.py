@@ -5,47 +5,57 @@
 * `serving_tf_example`: serialized tf.Examples (as TFMA and InfraValidator
   send them) -> `outputs`, the model's own output ([batch, 1] sigmoid for
   binary, [batch, classes] softmax for multiclass).
+* `gradcam`: encoded image bytes and an optional `class_index` [batch]
+  (default: empty, each image's predicted class) -> `probabilities`,
+  `class_id` (the class explained), `heatmap` float32 [batch, S, S] in
+  [0, 1] at the model's input size, `overlay_png` (jet heat map blended at
+  0.4 over the input, PNG bytes). The default is recorded in the
+  SignatureDef, so TF Serving (and `cxr serve`) accept requests without it.
 
-Both run the Transform graph (`tft_layer`), so clients send raw file bytes
+All run the Transform graph (`tft_layer`), so clients send raw file bytes
 and serving preprocesses exactly as training did.
 """
+
+from typing import Optional
 
 import tensorflow as tf
 
 from components import transform
 from components.image_layouts import CLASS_NAMES
+from serving import gradcam
 
 SERVING_DEFAULT = "serving_default"
 TF_EXAMPLE = "serving_tf_example"
-
-
-def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:
-  """Model output -> [batch, classes]; a sigmoid p becomes [1 - p, p]."""
-  if outputs.shape[-1] == 1:
-    return tf.concat([1.0 - outputs, outputs], axis=-1)
-  return outputs
+GRADCAM = "gradcam"
 
 
 class _Exporter(tf.Module):
   """Holds the model and the Transform layer so both are saved and tracked."""
 
-  def __init__(self, model, tf_transform_output, task: str, image_size: int):
+  def __init__(self, model, tf_transform_output, task: str, image_size: int,
+               gradcam_layer: Optional[str] = None):
     super().__init__()
     self.model = model
+    self.cam_model = gradcam.gradcam_model(model, gradcam_layer)
     self.tft_layer = tf_transform_output.transform_features_layer()
     self._image_size = image_size
     self._class_names = tf.constant(CLASS_NAMES[task])
 
-  def _predict_encoded(self, encoded: tf.Tensor) -> tf.Tensor:
+  def _images(self, encoded: tf.Tensor) -> tf.Tensor:
+    """Encoded bytes -> uint8 [batch, S, S, 3] through the Transform graph."""
     raw = {transform.IMAGE_KEY: tf.reshape(encoded, [-1, 1])}
     pixels = self.tft_layer(raw)[transform.PIXELS_KEY]
-    images = transform.image_from_transformed(pixels, self._image_size)
+    return transform.image_from_transformed(pixels, self._image_size)
+
+  def _predict_encoded(self, encoded: tf.Tensor) -> tf.Tensor:
+    images = self._images(encoded)
     return self.model(tf.cast(images, tf.float32), training=False)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
                                               name="images")])
   def serve_images(self, images):
-    probabilities = class_probabilities(self._predict_encoded(images))
+    probabilities = gradcam.class_probabilities(
+        self._predict_encoded(images))
     class_id = tf.argmax(probabilities, axis=-1)
     return {"probabilities": probabilities, "class_id": class_id,
             "class_name": tf.gather(self._class_names, class_id)}
@@ -57,12 +67,33 @@ class _Exporter(tf.Module):
         examples, {transform.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string)})
     return {"outputs": self._predict_encoded(parsed[transform.IMAGE_KEY])}
 
+  @tf.function(input_signature=[
+      tf.TensorSpec([None], tf.string, name="images"),
+      tf.TensorSpec([None], tf.int32, name="class_index")])
+  def serve_gradcam(self, images, class_index=tf.constant([], tf.int32)):
+    # The default argument becomes SignatureDef.defaults on save.
+    pixels = self._images(images)
+    probabilities, class_id, heatmap = gradcam.gradcam(
+        self.cam_model, tf.cast(pixels, tf.float32), class_index)
+    return {"probabilities": probabilities, "class_id": class_id,
+            "heatmap": heatmap,
+            "overlay_png": gradcam.overlay_png(pixels, heatmap)}
+
 
 def export_serving_model(model, tf_transform_output, export_dir: str,
-                         task: str, image_size: int) -> None:
-  """Saves `model` with the signatures above (tf.saved_model.save)."""
-  exporter = _Exporter(model, tf_transform_output, task, image_size)
+                         task: str, image_size: int,
+                         gradcam_layer: Optional[str] = None) -> None:
+  """Saves `model` with the signatures above (tf.saved_model.save).
+
+  gradcam_layer: the feature map Grad-CAM explains; default: the last
+  convolutional one (gradcam.find_target_layer).
+  """
+  exporter = _Exporter(model, tf_transform_output, task, image_size,
+                       gradcam_layer)
   tf.saved_model.save(exporter, export_dir, signatures={
       SERVING_DEFAULT: exporter.serve_images,
       TF_EXAMPLE: exporter.serve_tf_examples,
+      # The tf.function itself, not a concrete function: only then does
+      # TensorFlow record the class_index default in the SignatureDef.
+      GRADCAM: exporter.serve_gradcam,
   })

@@ -16,6 +16,11 @@ from components import models
 from components import transform
 from serving import signatures
 
+# The feature map Grad-CAM must explain: each architecture's last conv output.
+GRADCAM_LAYERS = {"cnn": "conv4_1", "cnn_aug": "conv4_1",
+                  "vgg16": "block5_conv3", "mobilenet_v2": "out_relu",
+                  "resnet50_v2": "post_relu"}
+
 SIZE = 58  # the smallest the thesis CNN takes
 
 
@@ -68,3 +73,50 @@ def test_export_and_serve(name, task, transform_output, tmp_path):
   if classes == 2:
     exported = exported[:, 1:]
   assert np.allclose(direct, exported, atol=1e-5)
+
+  _check_gradcam(model, name, task, tmp_path, images, pixels)
+
+
+def _reference_gradcam(model, layer, image, class_id):
+  """Grad-CAM of one image, written out eagerly with a GradientTape."""
+  sub = tf.keras.Model(model.inputs, [model.get_layer(layer).output,
+                                      model.output])
+  with tf.GradientTape() as tape:
+    feature_map, out = sub(tf.cast(image[None], tf.float32), training=False)
+    if out.shape[-1] == 1:  # sigmoid: p for class 1, 1 - p for class 0
+      score = out[0, 0] if class_id == 1 else 1.0 - out[0, 0]
+    else:
+      score = out[0, class_id]
+  grads = tape.gradient(score, feature_map)[0].numpy()
+  cam = np.maximum((feature_map[0].numpy() * grads.mean(axis=(0, 1))).sum(-1),
+                   0.0)
+  cam = tf.image.resize(cam[..., None], [SIZE, SIZE]).numpy()[..., 0]
+  return cam / cam.max() if cam.max() > 0 else cam
+
+
+def _check_gradcam(model, name, task, export_dir, images, pixels):
+  loaded = tf.saved_model.load(str(export_dir))
+  gradcam = loaded.signatures[signatures.GRADCAM]
+  classes = len(image_layouts.CLASS_NAMES[task])
+  predicted = loaded.signatures[signatures.SERVING_DEFAULT](
+      images=images)["class_id"].numpy()
+  # The Python loader does not apply SignatureDef defaults (TF Serving
+  # does); an empty class_index is the default: the predicted classes.
+  out = gradcam(images=images, class_index=tf.constant([], tf.int32))
+  assert np.array_equal(out["class_id"].numpy(), predicted)
+  nonzero = 0
+  for class_id in range(classes):
+    out = gradcam(images=images,
+                  class_index=tf.constant([class_id] * 2, tf.int32))
+    heatmap = out["heatmap"].numpy()
+    assert heatmap.shape == (2, SIZE, SIZE) and heatmap.dtype == np.float32
+    assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+    for i in range(2):
+      expected = _reference_gradcam(model, GRADCAM_LAYERS[name],
+                                    pixels[i].numpy(), class_id)
+      assert np.abs(heatmap[i] - expected).max() < 1e-4, (name, class_id, i)
+      nonzero += expected.max() > 0
+      with Image.open(io.BytesIO(out["overlay_png"].numpy()[i])) as png:
+        assert png.format == "PNG" and png.size == (SIZE, SIZE)
+        assert png.mode == "RGB"
+  assert nonzero > 0, "every reference map was empty: nothing was compared"

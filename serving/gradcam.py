@@ -1,0 +1,148 @@
+"""Grad-CAM (Selvaraju et al. 2017) for every model of the zoo.
+
+One implementation, used by the `gradcam` serving signature (in the graph)
+and by reports (eagerly on a trained Keras model):
+
+  heatmap = normalize(ReLU(sum_k mean_hw(d score / d A_k) * A_k))
+
+where A is the last convolutional feature map and `score` the probability
+of the explained class: the sigmoid output for class 1 of a binary model,
+its complement for class 0, the softmax output otherwise. The map is
+upsampled to the model's input size and scaled to [0, 1] per image.
+"""
+
+from typing import Optional, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+OVERLAY_ALPHA = 0.4  # weight of the heat map over the X-ray
+
+
+def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:
+  """Model output -> [batch, classes]; a sigmoid p becomes [1 - p, p]."""
+  outputs = tf.cast(outputs, tf.float32)
+  if outputs.shape[-1] == 1:
+    return tf.concat([1.0 - outputs, outputs], axis=-1)
+  return outputs
+
+
+def _is_pooling(layer) -> bool:
+  return "Pooling" in type(layer).__name__
+
+
+def _output_rank(layer) -> int:
+  try:
+    return len(layer.output.shape)
+  except (AttributeError, ValueError, TypeError):  # shared or list outputs
+    return -1
+
+
+def find_target_layer(model: keras.Model) -> str:
+  """Name of the last layer producing a spatial feature map.
+
+  Walks back from the output past Flatten/Dense and pooling layers: conv4_1
+  for the thesis CNN, block5_conv3 (VGG16), out_relu (MobileNetV2),
+  post_relu (ResNet50V2) -- the last convolutional evidence before the
+  spatial layout is thrown away.
+  """
+  for layer in reversed(model.layers):
+    if (_output_rank(layer) == 4 and not _is_pooling(layer)
+        and not isinstance(layer, keras.layers.InputLayer)):
+      return layer.name
+  raise ValueError(f"model {model.name} has no layer with a 4-D output to "
+                   "explain; name one with gradcam_layer")
+
+
+def gradcam_model(model: keras.Model,
+                  layer_name: Optional[str] = None) -> keras.Model:
+  """A model with two outputs: the target feature map and the predictions."""
+  layer = model.get_layer(layer_name or find_target_layer(model))
+  if len(layer.output.shape) != 4:
+    raise ValueError(f"Grad-CAM layer {layer.name} outputs shape "
+                     f"{layer.output.shape}, not a [batch, h, w, channels] map")
+  return keras.Model(model.inputs, [layer.output, model.output],
+                     name=f"{model.name}_gradcam")
+
+
+def gradcam(cam_model: keras.Model, images: tf.Tensor,
+            class_index: Optional[tf.Tensor] = None
+            ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Heat maps for a batch.
+
+  Args:
+    cam_model: from gradcam_model().
+    images: float32 [batch, S, S, 3], the model's own input (0..255).
+    class_index: int [batch] classes to explain; None or empty: each
+      image's predicted class.
+
+  Returns:
+    (probabilities [batch, classes], class_id [batch] int64 -- the class
+    explained, heatmap float32 [batch, S, S] in [0, 1]).
+  """
+  images = tf.convert_to_tensor(images, tf.float32)
+  with tf.GradientTape() as tape:
+    feature_map, outputs = cam_model(images, training=False)
+    probabilities = class_probabilities(outputs)
+    predicted = tf.argmax(probabilities, axis=-1)
+    if class_index is None:
+      class_id = predicted
+    else:
+      class_index = tf.cast(tf.reshape(class_index, [-1]), tf.int64)
+      class_id = tf.cond(tf.size(class_index) > 0,
+                         lambda: _checked(class_index, probabilities),
+                         lambda: predicted)
+    # Each image's score depends on its own feature map only (inference
+    # mode), so one gradient of the sum gives every per-image gradient.
+    score = tf.gather(probabilities, class_id, batch_dims=1)
+  grads = tf.cast(tape.gradient(score, feature_map), tf.float32)
+  feature_map = tf.cast(feature_map, tf.float32)
+  channel_weights = tf.reduce_mean(grads, axis=[1, 2])  # [batch, k]
+  cam = tf.nn.relu(tf.einsum("bhwk,bk->bhw", feature_map, channel_weights))
+  size = tf.shape(images)[1:3]
+  cam = tf.image.resize(cam[..., tf.newaxis], size, method="bilinear")[..., 0]
+  peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
+  # A map with no positive evidence stays all zero instead of dividing by 0.
+  heatmap = tf.math.divide_no_nan(cam, peak)
+  return probabilities, class_id, tf.clip_by_value(heatmap, 0.0, 1.0)
+
+
+def _checked(class_index: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+  """class_index, after checking it has one valid class per image."""
+  classes = tf.shape(probabilities, out_type=tf.int64)[-1]
+  checks = [
+      tf.debugging.assert_equal(
+          tf.size(class_index, out_type=tf.int64),
+          tf.shape(probabilities, out_type=tf.int64)[0],
+          message="class_index needs one class per image (or none)"),
+      tf.debugging.assert_less(class_index, classes,
+                               message="class_index out of range"),
+      tf.debugging.assert_non_negative(class_index,
+                                       message="class_index out of range"),
+  ]
+  with tf.control_dependencies(checks):
+    return tf.identity(class_index)
+
+
+def jet(values: tf.Tensor) -> tf.Tensor:
+  """Matplotlib's 'jet' colour map in closed form, in the graph.
+
+  [..] in [0, 1] -> [.., 3] RGB in [0, 1]. Matplotlib cannot run inside a
+  SavedModel; jet is piecewise linear, so these three ramps reproduce it.
+  """
+  four = 4.0 * values[..., tf.newaxis]
+  centres = tf.constant([3.0, 2.0, 1.0])  # red, green, blue
+  return tf.clip_by_value(1.5 - tf.abs(four - centres), 0.0, 1.0)
+
+
+def overlay(images: tf.Tensor, heatmap: tf.Tensor) -> tf.Tensor:
+  """uint8 [batch, S, S, 3]: the jet heat map blended over the images."""
+  blended = (OVERLAY_ALPHA * 255.0 * jet(heatmap)
+             + (1.0 - OVERLAY_ALPHA) * tf.cast(images, tf.float32))
+  return tf.cast(tf.clip_by_value(tf.round(blended), 0.0, 255.0), tf.uint8)
+
+
+def overlay_png(images: tf.Tensor, heatmap: tf.Tensor) -> tf.Tensor:
+  """string [batch]: each overlay PNG-encoded, ready to save as a file."""
+  return tf.map_fn(tf.io.encode_png, overlay(images, heatmap),
+                   fn_output_signature=tf.string)
