@@ -41,6 +41,7 @@ from google.protobuf import json_format
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.python.tools import saved_model_utils
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
@@ -159,6 +160,27 @@ def _output_aliases(signature, output_filter) -> list:
   return aliases or sorted(signature.outputs)
 
 
+# TF Serving answers Predict with typed fields (Tensor::AsProtoField), which
+# clients may read directly (`outputs["x"].float_val`), not tensor_content.
+_PROTO_FIELDS = {tf.float32: "float_val", tf.float64: "double_val",
+                 tf.int8: "int_val", tf.int16: "int_val", tf.int32: "int_val",
+                 tf.uint8: "int_val", tf.uint16: "int_val",
+                 tf.int64: "int64_val", tf.uint32: "uint32_val",
+                 tf.uint64: "uint64_val", tf.bool: "bool_val",
+                 tf.string: "string_val"}
+
+
+def _tensor_proto(tensor: tf.Tensor) -> tensor_pb2.TensorProto:
+  field = _PROTO_FIELDS.get(tensor.dtype)
+  if field is None:  # e.g. half, complex: tensor_content will do
+    return tf.make_tensor_proto(tensor.numpy(), dtype=tensor.dtype,
+                                shape=tensor.shape)
+  proto = tensor_pb2.TensorProto(dtype=tensor.dtype.as_datatype_enum,
+                                 tensor_shape=tensor.shape.as_proto())
+  getattr(proto, field).extend(tensor.numpy().ravel().tolist())
+  return proto
+
+
 class Servable:
   """One loaded model version: its SignatureDefs and callable signatures."""
 
@@ -194,9 +216,7 @@ class Servable:
     response.model_spec.version.value = self.version
     response.model_spec.signature_name = name
     for alias in aliases:
-      tensor = outputs[alias]
-      response.outputs[alias].CopyFrom(tf.make_tensor_proto(
-          tensor.numpy(), dtype=tensor.dtype, shape=tensor.shape))
+      response.outputs[alias].CopyFrom(_tensor_proto(outputs[alias]))
     return response
 
   def warm_up(self) -> None:
@@ -528,10 +548,11 @@ def _rest_request(repository, path: str, body: bytes):
     document = json.loads(body)
     instances = document["instances"]
     signature_name = document.get("signature_name", "")
-    assert isinstance(instances, list) and isinstance(signature_name, str)
-  except (ValueError, KeyError, TypeError, AssertionError) as e:
+  except (ValueError, KeyError, TypeError, AttributeError):
+    instances = signature_name = None
+  if not isinstance(instances, list) or not isinstance(signature_name, str):
     raise ServingError(_Code.INVALID_ARGUMENT, "expected a JSON object with "
-                       "an \"instances\" list (row format)") from e
+                       "an \"instances\" list (row format)")
   request = predict_pb2.PredictRequest()
   _rest_model_spec(match, request.model_spec)
   request.model_spec.signature_name = signature_name

@@ -236,6 +236,9 @@ def test_predict_serving_default(served, model_base):
   assert response.model_spec.name == BINARY
   assert response.model_spec.version.value == 1
   assert response.model_spec.signature_name == "serving_default"
+  # Typed fields, as TF Serving answers and clients read them.
+  assert len(response.outputs["probabilities"].float_val) == 6
+  assert len(response.outputs["class_id"].int64_val) == 3
   out = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
   assert set(out) == {"probabilities", "class_id", "class_name"}
   assert out["probabilities"].shape == (3, 2)
