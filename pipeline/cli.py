@@ -121,9 +121,10 @@ def _serve(args) -> int:
   return 0
 
 
-def _class_name(outputs, i: int, class_id: int) -> str:
+def _class_name(outputs, class_id: int) -> str:
+  """The first image's class name."""
   if "class_name" in outputs:
-    return outputs["class_name"][i].decode("utf-8")
+    return outputs["class_name"][0].decode("utf-8")
   # gradcam answers no names: the class count tells the task.
   for names in image_layouts.CLASS_NAMES.values():
     if len(names) == outputs["probabilities"].shape[-1]:
@@ -164,7 +165,7 @@ def _predict_each(client, args) -> int:
       print(f"error: {e}", file=sys.stderr)
       return 1
     class_id = int(outputs["class_id"][0])
-    line = (f"{path}\t{_class_name(outputs, 0, class_id)}\t"
+    line = (f"{path}\t{_class_name(outputs, class_id)}\t"
             f"{float(outputs['probabilities'][0, class_id]):.4f}")
     if args.gradcam:
       overlay = os.path.join(
