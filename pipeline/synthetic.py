@@ -207,3 +207,45 @@ def load_lesions(data_dir: str) -> Dict[str, List[List[int]]]:
   """Reads the sidecar: relative image path -> list of [x0, y0, x1, y1]."""
   with open(os.path.join(data_dir, LESIONS_FILE)) as f:
     return json.load(f)["boxes"]
+
+
+def peak_in_boxes(heatmap: np.ndarray, boxes: List[List[int]],
+                  image_size: int) -> bool:
+  """Whether a square heat map's peak lies in a box of the original image.
+
+  The model saw the whole image resized to the heat map's size, so the
+  peak cell's centre scales back linearly.
+  """
+  y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+  cy = (y + 0.5) * image_size / heatmap.shape[0]
+  cx = (x + 0.5) * image_size / heatmap.shape[1]
+  return any(x0 <= cx <= x1 and y0 <= cy <= y1 for x0, y0, x1, y1 in boxes)
+
+
+def lesion_hits(data_dir: str, explain, split: str = "test",
+                pneumonia_class: int = 1) -> Dict[str, int]:
+  """Grad-CAM localisation on the pneumonia images of one split.
+
+  explain(list of encoded images) -> (class_id [n], heatmap [n, h, w]).
+  Counts the images the model calls pneumonia (`explained`) and those whose
+  heat-map peak falls inside a lesion box (`hits`); misclassified images
+  have no lesion evidence to find and are left out, as Grad-CAM is asked
+  only to explain correct calls.
+  """
+  with open(os.path.join(data_dir, LESIONS_FILE)) as f:
+    size = json.load(f)["size"]
+  cases = sorted((rel, boxes) for rel, boxes in load_lesions(data_dir).items()
+                 if rel.startswith(split + "/") and boxes)
+  counts = {"pneumonia": len(cases), "explained": 0, "hits": 0}
+  for start in range(0, len(cases), 16):
+    batch = cases[start:start + 16]
+    encoded = []
+    for rel, _ in batch:
+      with open(os.path.join(data_dir, rel), "rb") as f:
+        encoded.append(f.read())
+    class_ids, heatmaps = explain(encoded)
+    for (_, boxes), class_id, heatmap in zip(batch, class_ids, heatmaps):
+      if int(class_id) == pneumonia_class:
+        counts["explained"] += 1
+        counts["hits"] += peak_in_boxes(np.asarray(heatmap), boxes, size)
+  return counts

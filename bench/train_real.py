@@ -1,0 +1,119 @@
+"""Training on the real chest X-rays: whole pipeline runs, one after another.
+
+  .venv/bin/python bench/train_real.py PRESET [--out DIR] [--epochs N]
+
+Presets:
+  binary-224    cnn_aug, binary, ../shared/data/chest_xray at 224 px (the
+                issue's benchmark; --epochs, default 30 as the thesis)
+  class-weight  cnn_aug at 128 px without and with balanced class weights,
+                side by side, for the binary (10 epochs) and the 3-class
+                (20 epochs) data sets; the numbers behind the default
+
+Each run is `cxr run` in its own process (wall time includes ingestion,
+Transform, evaluation); its test metrics are read back from ML Metadata and
+its history.json. Results are appended to DIR/results.jsonl and printed as
+Markdown rows for BENCHMARKS.md.
+"""
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+# pylint: disable=g-import-not-at-top
+from pipeline import runner
+from pipeline import summary as summary_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = {
+    "binary": os.path.join(REPO, "..", "shared", "data", "chest_xray"),
+    "multiclass": os.path.join(REPO, "..", "shared", "data",
+                               "chest_xray_multiclass"),
+}
+MODEL = "cnn_aug"
+
+
+def presets(epochs):
+  return {
+      "binary-224": [
+          dict(name="binary-224", task="binary", size=224,
+               epochs=epochs or 30, class_weight="none")],
+      "class-weight": [
+          dict(name=f"{task}-128-{weight}", task=task, size=128,
+               epochs=epochs or n, class_weight=weight)
+          for task, n in (("binary", 10), ("multiclass", 20))
+          for weight in ("none", "balanced")],
+  }
+
+
+def run_one(spec, out_root):
+  out = os.path.join(out_root, spec["name"])
+  cxr = os.path.join(os.path.dirname(sys.executable), "cxr")
+  command = [cxr, "run", "--data", DATA[spec["task"]], "--task", spec["task"],
+             "--output", out, "--models", MODEL,
+             "--image-size", str(spec["size"]), "--epochs",
+             str(spec["epochs"]), "--class-weight", spec["class_weight"],
+             "--no-cache"]
+  print("$", " ".join(command), flush=True)
+  start = time.perf_counter()
+  with open(out + ".log", "w") as log:
+    code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+  wall = time.perf_counter() - start
+  paths = runner.output_paths(out)
+  result = summary_lib.summarize(
+      paths["metadata"], runner.pipeline_name_for(spec["task"])).models[MODEL]
+  history_files = glob.glob(os.path.join(
+      paths["pipeline_root"], f"Trainer_{MODEL}", "model_run", "*",
+      "history.json"))
+  history = json.load(open(max(history_files, key=os.path.getmtime)))
+  return dict(spec, exit_code=code, wall_seconds=round(wall, 1),
+              epoch_seconds=[round(s, 1) for s in history["seconds"]],
+              exported_epoch=history.get("exported_epoch"),
+              metrics=result.metrics, blessed=result.blessed)
+
+
+def row(r):
+  overall = r["metrics"].get("Overall", {})
+  secs = r["epoch_seconds"]
+  if r["task"] == "binary":
+    scores = (f"{overall.get('binary_accuracy', float('nan')):.4f} | "
+              f"{overall.get('auc', float('nan')):.4f} | "
+              f"{overall.get('recall', float('nan')):.4f} | "
+              f"{overall.get('specificity', float('nan')):.4f}")
+  else:
+    recalls = "/".join(
+        f"{r['metrics'].get(f'label:{i}', {}).get('sparse_categorical_accuracy', float('nan')):.3f}"
+        for i in range(3))
+    aucs = "/".join(f"{overall.get(f'auc classId:{i}', float('nan')):.3f}"
+                    for i in range(3))
+    scores = (f"{overall.get('sparse_categorical_accuracy', float('nan')):.4f}"
+              f" | recall {recalls} | AUC {aucs} |")
+  return (f"| {r['name']} | {r['class_weight']} | {r['epochs']} "
+          f"(exported {r['exported_epoch']}) | {scores} | "
+          f"{min(secs):.0f}-{max(secs):.0f} | {r['wall_seconds'] / 60:.1f} |")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("preset", choices=sorted(presets(None)))
+  parser.add_argument("--out", default=os.path.join(REPO, "build", "bench"))
+  parser.add_argument("--epochs", type=int, default=None)
+  args = parser.parse_args()
+  os.makedirs(args.out, exist_ok=True)
+  rows = []
+  for spec in presets(args.epochs)[args.preset]:
+    result = run_one(spec, args.out)
+    with open(os.path.join(args.out, "results.jsonl"), "a") as f:
+      f.write(json.dumps(result) + "\n")
+    rows.append(row(result))
+    print(rows[-1], flush=True)
+  print("\n".join(rows))
+
+
+if __name__ == "__main__":
+  main()
