@@ -13,6 +13,7 @@ upsampled to the model's input size and scaled to [0, 1] per image.
 
 from typing import Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -124,15 +125,26 @@ def _checked(class_index: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
     return tf.identity(class_index)
 
 
-def jet(values: tf.Tensor) -> tf.Tensor:
-  """Matplotlib's 'jet' colour map in closed form, in the graph.
+# Matplotlib's 'jet' as its segment data: (position, value) breakpoints per
+# channel. Matplotlib cannot run inside a SavedModel, so the colour map is
+# rebuilt from these as the same 256-entry lookup table.
+_JET_SEGMENTS = (
+    ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),  # red
+    ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0),
+     (1.0, 0.0)),  # green
+    ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),  # blue
+)
+_JET_ENTRIES = 256
+_JET_TABLE = np.stack(
+    [np.interp(np.linspace(0.0, 1.0, _JET_ENTRIES), *zip(*segments))
+     for segments in _JET_SEGMENTS], axis=-1).astype(np.float32)
 
-  [..] in [0, 1] -> [.., 3] RGB in [0, 1]. Matplotlib cannot run inside a
-  SavedModel; jet is piecewise linear, so these three ramps reproduce it.
-  """
-  four = 4.0 * values[..., tf.newaxis]
-  centres = tf.constant([3.0, 2.0, 1.0])  # red, green, blue
-  return tf.clip_by_value(1.5 - tf.abs(four - centres), 0.0, 1.0)
+
+def jet(values: tf.Tensor) -> tf.Tensor:
+  """[..] in [0, 1] -> [.., 3] RGB in [0, 1], as matplotlib's 'jet'."""
+  index = tf.cast(tf.clip_by_value(values, 0.0, 1.0) * _JET_ENTRIES, tf.int32)
+  return tf.gather(tf.constant(_JET_TABLE),
+                   tf.minimum(index, _JET_ENTRIES - 1))
 
 
 def overlay(images: tf.Tensor, heatmap: tf.Tensor) -> tf.Tensor:
