@@ -64,6 +64,18 @@ def check_image(data: bytes) -> Tuple[int, int, int]:
   return height, width, channels
 
 
+# Buckets of an image's longer side, for sliced evaluation: Kermany's images
+# run from about 400 to 2,900 px, and size can travel with the source
+# hospital or scanner, a shortcut a model may learn.
+SIZE_BUCKETS = ((1000, "<1000px"), (2000, "1000-1999px"), (None, ">=2000px"))
+
+
+def size_bucket(height: int, width: int) -> str:
+  longer = max(height, width)
+  return next(name for limit, name in SIZE_BUCKETS
+              if limit is None or longer < limit)
+
+
 def make_example(record: image_layouts.ImageRecord, data: bytes, task: str,
                  source: str, shape: Tuple[int, int, int]):
   """The tf.Example for one checked image (see schema/ for the features)."""
@@ -89,4 +101,5 @@ def make_example(record: image_layouts.ImageRecord, data: bytes, task: str,
       "height": _int(height),
       "width": _int(width),
       "channels": _int(channels),
+      "size_bucket": _bytes(size_bucket(height, width).encode()),
   }))

@@ -144,6 +144,15 @@ class _ProgressLog(tf.keras.callbacks.Callback):
       self._steps_per_epoch = self._done_steps
 
 
+def device_name() -> str:
+  """What trained the model, for reports: 'CPU' or '2 x GPU (name)'."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if not gpus:
+    return "CPU"
+  details = tf.config.experimental.get_device_details(gpus[0])
+  return f"{len(gpus)} x GPU ({details.get('device_name', 'unknown')})"
+
+
 def distribution_strategy() -> tf.distribute.Strategy:
   """Every visible GPU through MirroredStrategy; the CPU otherwise."""
   gpus = tf.config.list_physical_devices("GPU")
@@ -257,6 +266,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE),
                          "w") as f:
     record["exported_epoch"] = exported  # 1-based, across both phases
+    record["device"] = device_name()
     json.dump(record, f, indent=1)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir,
                                       training_curves.CURVES_FILE), "wb") as f:

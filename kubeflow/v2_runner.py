@@ -19,10 +19,12 @@ def compile_pipeline(output_file: str, data_root: str, pipeline_root: str,
                      serving_base: str, task: str, image: str,
                      settings: pipeline_lib.TrainingSettings = (
                          pipeline_lib.TrainingSettings()),
-                     beam_pipeline_args: Optional[List[str]] = None) -> str:
+                     beam_pipeline_args: Optional[List[str]] = None,
+                     cross_data_root: Optional[str] = None) -> str:
   """Writes the pipeline spec JSON; returns its path.
 
-  data_root, pipeline_root and serving_base are cluster paths (gs://...).
+  data_root, pipeline_root, serving_base and cross_data_root (a second data
+  set every model is also evaluated on) are cluster paths (gs://...).
   Caching is left to KFP, which keys it on the same inputs and properties.
   """
   pipeline = pipeline_lib.create_pipeline(
@@ -32,6 +34,7 @@ def compile_pipeline(output_file: str, data_root: str, pipeline_root: str,
       task=task,
       serving_base=serving_base,
       settings=settings,
+      cross_data_root=cross_data_root,
       beam_pipeline_args=beam_pipeline_args)
   dag_runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(

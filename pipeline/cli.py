@@ -22,6 +22,7 @@ import grpc  # pylint: disable=g-import-not-at-top
 from components import image_layouts  # pylint: disable=g-import-not-at-top
 from components import models  # pylint: disable=g-import-not-at-top
 from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+from pipeline import report  # pylint: disable=g-import-not-at-top
 from pipeline import runner  # pylint: disable=g-import-not-at-top
 from pipeline import summary  # pylint: disable=g-import-not-at-top
 from pipeline import synthetic  # pylint: disable=g-import-not-at-top
@@ -61,14 +62,16 @@ def _run(args) -> int:
       fine_tune_epochs=args.fine_tune_epochs,
       mixed_precision=args.mixed_precision, xla=args.xla,
       restore_best_epoch=not args.keep_last_epoch,
-      min_accuracy=args.min_accuracy, min_auc=args.min_auc)
+      gradcam_layer=args.gradcam_layer,
+      min_accuracy=args.min_accuracy, min_auc=args.min_auc,
+      min_recall=args.min_recall)
   tasks = image_layouts.TASKS if args.task == "both" else (args.task,)
   for task in tasks:
     try:
       runner.run(args.data, task, args.output, settings,
                  runner=args.runner, beam_mode=args.beam_mode,
                  eval_percent=args.eval_percent,
-                 enable_cache=not args.no_cache)
+                 enable_cache=not args.no_cache, cross_data=args.cross_data)
     except Exception as e:  # pylint: disable=broad-except
       # The runner has logged the traceback; end with what a person needs.
       print("\n".join(["", "=" * 72, f"The {task} pipeline run failed:",
@@ -203,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
   run = sub.add_parser("run", help="run the pipeline on a data folder")
   run.add_argument("--data", required=True,
                    help="data set folder (Kaggle binary or 3-class layout)")
+  run.add_argument("--cross-data", default=None,
+                   help="a second data set (either layout) every model is "
+                   "also evaluated on, labels mapped to the task (its test "
+                   "split; the thesis's cross-data-set accuracy)")
   run.add_argument("--task", required=True,
                    choices=image_layouts.TASKS + ("both",),
                    help="both: the binary and the 3-class pipelines")
@@ -240,10 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument("--keep-last-epoch", action="store_true",
                    help="export the last epoch's weights instead of the "
                    "epoch with the lowest validation loss")
+  run.add_argument("--gradcam-layer", default=defaults.gradcam_layer,
+                   help="layer the gradcam signature explains (default: "
+                   "each model's last convolutional feature map)")
   run.add_argument("--min-accuracy", type=float, default=defaults.min_accuracy,
                    help="blessing floor on test accuracy")
   run.add_argument("--min-auc", type=float, default=defaults.min_auc,
                    help="blessing floor on test AUC (binary task)")
+  run.add_argument("--min-recall", type=float, default=defaults.min_recall,
+                   help="blessing floor on test sensitivity (binary task)")
   run.add_argument("--eval-percent", type=int, default=10,
                    help="percent of train patients held out for validation")
   run.add_argument("--runner", choices=runner.RUNNERS, default="beam")
@@ -304,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument("--timeout", type=float, default=30.0,
                        help="seconds per request")
   predict.set_defaults(func=_predict)
+
+  report.register(sub)
   return parser
 
 

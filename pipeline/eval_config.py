@@ -1,5 +1,7 @@
 """TFMA evaluation config: metrics, slices and the blessing thresholds."""
 
+from typing import Optional
+
 import tensorflow_model_analysis as tfma
 
 from components import image_layouts
@@ -26,50 +28,90 @@ def _overall_threshold(lower_bound: float
               absolute={"value": -REGRESSION_TOLERANCE})))
 
 
-def make_eval_config(task: str, min_accuracy: float,
-                     min_auc: float) -> tfma.EvalConfig:
-  """Overall and per-true-label metrics; accuracy (and AUC) gate blessing.
+# Slices besides the whole test split: the true label; the data set; the
+# original file's channels (grayscale vs RGB files, a known shortcut in
+# Kermany data); its size bucket. The binary model also gets the diagnosis,
+# so its sensitivity on viral pneumonia shows on its own.
+SLICE_FEATURES = (LABEL_KEY, "source", "channels", "size_bucket")
+BINARY_SLICE_FEATURES = ("diagnosis",)
 
-  `min_auc` applies to the binary task, whose AUC does not depend on a
-  decision threshold; the 3-class task is gated on accuracy alone.
+
+def _metric(class_name: str, lower_bound: Optional[float],
+            thresholds: bool = True) -> tfma.MetricConfig:
+  """A metric gating blessing (floor and no regression) unless bound is None.
+
+  A floor of 0 still gates: it keeps the no-regression rule, and the
+  Evaluator blesses nothing when no metric has a threshold at all.
+  """
+  per_slice = []
+  if thresholds and lower_bound is not None:
+    per_slice = [_overall_threshold(lower_bound)]
+  return tfma.MetricConfig(class_name=class_name,
+                           per_slice_thresholds=per_slice)
+
+
+def make_eval_config(task: str, min_accuracy: float = 0.0,
+                     min_auc: float = 0.0, min_recall: float = 0.0,
+                     thresholds: bool = True) -> tfma.EvalConfig:
+  """Metrics overall and per slice; floors on the overall slice gate blessing.
+
+  Binary: accuracy, loss, ROC AUC and PR AUC, precision, recall
+  (sensitivity), specificity and the confusion matrix at 0.5, calibration.
+  3-class: accuracy, loss, one-vs-rest AUC and per-class precision and recall
+  (of the arg-max class), the confusion matrix. `min_auc` and `min_recall`
+  apply to the binary task; the 3-class task is gated on accuracy.
+  thresholds=False: no floors and no regression rule (cross-data scoring).
   """
   if task not in image_layouts.TASKS:
     raise ValueError(f"task must be one of {image_layouts.TASKS}")
+  gate = dict(thresholds=thresholds)
   if task == "binary":
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
-        tfma.MetricConfig(class_name="BinaryAccuracy",
-                          per_slice_thresholds=[_overall_threshold(min_accuracy)]),
-        tfma.MetricConfig(
-            class_name="AUC",
-            per_slice_thresholds=[_overall_threshold(min_auc)]),
+        _metric("BinaryAccuracy", min_accuracy, **gate),
+        _metric("AUC", min_auc, **gate),
+        tfma.MetricConfig(class_name="AUC",
+                          config='"curve": "PR", "name": "auc_pr"'),
         tfma.MetricConfig(class_name="BinaryCrossentropy",
                           config='"name": "loss"'),
         # At the 0.5 threshold: recall is sensitivity.
         tfma.MetricConfig(class_name="Precision"),
-        tfma.MetricConfig(class_name="Recall"),
+        # Gates only when asked for: at 0 it would add a no-regression rule.
+        _metric("Recall", min_recall or None, **gate),
         tfma.MetricConfig(class_name="Specificity"),
+        # The confusion matrix at 0.5, as four numbers every slice keeps.
+        tfma.MetricConfig(class_name="TruePositives"),
+        tfma.MetricConfig(class_name="FalsePositives"),
+        tfma.MetricConfig(class_name="TrueNegatives"),
+        tfma.MetricConfig(class_name="FalseNegatives"),
+        tfma.MetricConfig(class_name="CalibrationPlot"),
     ]
+    slice_features = SLICE_FEATURES + BINARY_SLICE_FEATURES
   else:
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
-        tfma.MetricConfig(class_name="SparseCategoricalAccuracy",
-                          per_slice_thresholds=[_overall_threshold(min_accuracy)]),
+        _metric("SparseCategoricalAccuracy", min_accuracy, **gate),
         tfma.MetricConfig(class_name="SparseCategoricalCrossentropy",
                           config='"name": "loss"'),
         tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
     ]
+    slice_features = SLICE_FEATURES
   metrics_specs = [tfma.MetricsSpec(metrics=metrics)]
   if task == "multiclass":
-    # One-vs-rest AUC per class (normal, bacterial, viral).
+    # One-vs-rest per class (normal, bacterial, viral); top_k 1 makes
+    # precision and recall those of the arg-max prediction.
     metrics_specs.append(tfma.MetricsSpec(
-        metrics=[tfma.MetricConfig(class_name="AUC")],
+        metrics=[tfma.MetricConfig(class_name="AUC"),
+                 tfma.MetricConfig(class_name="Precision",
+                                   config='"top_k": 1'),
+                 tfma.MetricConfig(class_name="Recall", config='"top_k": 1')],
         binarize=tfma.BinarizationOptions(
             class_ids={"values": list(range(3))})))
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(signature_name=signatures.TF_EXAMPLE,
                                   label_key=LABEL_KEY,
                                   preprocessing_function_names=[])],
-      slicing_specs=[tfma.SlicingSpec(),
-                     tfma.SlicingSpec(feature_keys=[LABEL_KEY])],
+      slicing_specs=[tfma.SlicingSpec()] + [
+          tfma.SlicingSpec(feature_keys=[feature])
+          for feature in slice_features],
       metrics_specs=metrics_specs)

@@ -45,10 +45,17 @@ class TrainingSettings:
   gradcam_layer: str = ""  # "": the last convolutional feature map
   min_accuracy: float = 0.75
   min_auc: float = 0.85
+  min_recall: float = 0.0  # sensitivity floor, binary task
 
 
 # TrainingSettings fields that are not the Trainer's (its custom_config).
-_EVALUATION_SETTINGS = ("models", "min_accuracy", "min_auc")
+_EVALUATION_SETTINGS = ("models", "min_accuracy", "min_auc", "min_recall")
+
+
+# Node ids of the --cross-data branch: a second ExampleGen, and per model an
+# Evaluator of the trained model on that data (the thesis's Table 4).
+CROSS_EXAMPLE_GEN = "CrossImageExampleGen"
+CROSS_EVALUATOR = "CrossEvaluator"
 
 
 def serving_model_name(task: str, model: str) -> str:
@@ -61,8 +68,13 @@ def node_id(component: str, model: str) -> str:
 
 
 def _model_branch(model: str, task: str, settings: TrainingSettings,
-                  transform_component, example_gen, serving_base: str):
-  """Trainer -> Evaluator (baseline: this model's latest blessed) -> Pusher."""
+                  transform_component, example_gen, serving_base: str,
+                  cross_example_gen=None):
+  """Trainer -> Evaluator (baseline: this model's latest blessed) -> Pusher.
+
+  With cross_example_gen, a CrossEvaluator also scores the trained model on
+  the other data set's test split; it has no thresholds and gates nothing.
+  """
   trainer = tfx.components.Trainer(
       run_fn=TRAINER_FN,
       examples=transform_component.outputs["transformed_examples"],
@@ -93,9 +105,17 @@ def _model_branch(model: str, task: str, settings: TrainingSettings,
       model=trainer.outputs["model"],
       baseline_model=model_resolver.outputs["model"],
       example_splits=["test"],
-      eval_config=eval_config.make_eval_config(task, settings.min_accuracy,
-                                               settings.min_auc),
+      eval_config=eval_config.make_eval_config(
+          task, settings.min_accuracy, settings.min_auc, settings.min_recall),
   ).with_id(node_id("Evaluator", model))
+  nodes = [trainer, model_resolver, evaluator]
+  if cross_example_gen is not None:
+    nodes.append(tfx.components.Evaluator(
+        examples=cross_example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        example_splits=["test"],
+        eval_config=eval_config.make_eval_config(task, thresholds=False),
+    ).with_id(node_id(CROSS_EVALUATOR, model)))
 
   pusher = tfx.components.Pusher(
       model=trainer.outputs["model"],
@@ -105,7 +125,7 @@ def _model_branch(model: str, task: str, settings: TrainingSettings,
               base_directory=os.path.join(
                   serving_base, serving_model_name(task, model)))),
   ).with_id(node_id("Pusher", model))
-  return [trainer, model_resolver, evaluator, pusher]
+  return nodes + [pusher]
 
 
 def create_pipeline(
@@ -117,16 +137,31 @@ def create_pipeline(
     settings: TrainingSettings = TrainingSettings(),
     eval_percent: int = 10,
     input_fingerprint: Optional[str] = None,
+    cross_data_root: Optional[str] = None,
+    cross_input_fingerprint: Optional[str] = None,
     metadata_connection_config: Optional[
         metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
-  """Builds the pipeline; nothing runs and no file is touched here."""
+  """Builds the pipeline; nothing runs and no file is touched here.
+
+  cross_data_root: a second data set (either layout) every model is also
+  evaluated on, its labels read in this task's terms (the thesis's
+  cross-data-set accuracy).
+  """
   models_lib.check_model_names(settings.models)
   example_gen = image_example_gen.ImageExampleGen(
       input_base=data_root, task=task, eval_percent=eval_percent,
       input_fingerprint=input_fingerprint)
+  cross_example_gen = None
+  if cross_data_root:
+    # The same reader maps the labels: 3-class ids 1 and 2 are pneumonia for
+    # the binary task; Kermany file names give bacterial/viral for 3-class.
+    cross_example_gen = image_example_gen.ImageExampleGen(
+        input_base=cross_data_root, task=task, eval_percent=eval_percent,
+        input_fingerprint=cross_input_fingerprint,
+    ).with_id(CROSS_EXAMPLE_GEN)
   schema_importer = tfx.components.ImportSchemaGen(
       schema_file=schema.schema_path(task))
   statistics_gen = tfx.components.StatisticsGen(
@@ -152,13 +187,15 @@ def create_pipeline(
   branches = []
   for model in settings.models:
     branches += _model_branch(model, task, settings, transform_component,
-                              example_gen, serving_base)
+                              example_gen, serving_base, cross_example_gen)
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
-      components=[example_gen, schema_importer, statistics_gen,
-                  example_validator, gate, transform_component] + branches,
+      components=([example_gen, schema_importer, statistics_gen,
+                   example_validator, gate, transform_component]
+                  + ([cross_example_gen] if cross_example_gen else [])
+                  + branches),
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [])

@@ -7,7 +7,7 @@ Layout under the output folder OUT:
 """
 
 import os
-from typing import List
+from typing import List, Optional
 
 from tfx import v1 as tfx
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
@@ -44,12 +44,17 @@ def pipeline_name_for(task: str) -> str:
 def run(data: str, task: str, output: str,
         settings: pipeline_lib.TrainingSettings, runner: str = "beam",
         beam_mode: str = "in_memory", eval_percent: int = 10,
-        enable_cache: bool = True) -> str:
-  """Builds and runs the pipeline; returns the pipeline name."""
+        enable_cache: bool = True, cross_data: Optional[str] = None) -> str:
+  """Builds and runs the pipeline; returns the pipeline name.
+
+  cross_data: a second data set every model is also evaluated on.
+  """
   if runner not in RUNNERS:
     raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
   # Fail fast, before any component starts, on a folder we cannot read.
   image_layouts.detect_layout(data, image_layouts.Filesystem())
+  if cross_data:
+    image_layouts.detect_layout(cross_data, image_layouts.Filesystem())
   paths = output_paths(output)
   name = pipeline_name_for(task)
   pipeline = pipeline_lib.create_pipeline(
@@ -61,6 +66,9 @@ def run(data: str, task: str, output: str,
       settings=settings,
       eval_percent=eval_percent,
       input_fingerprint=image_example_gen.fingerprint_folder(data),
+      cross_data_root=os.path.abspath(cross_data) if cross_data else None,
+      cross_input_fingerprint=(image_example_gen.fingerprint_folder(cross_data)
+                               if cross_data else None),
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
               paths["metadata"])),

@@ -17,6 +17,9 @@ import tensorflow_model_analysis as tfma
 from components import image_example_gen
 from pipeline import pipeline as pipeline_lib
 
+# Metrics the one-line summaries show; the report shows every metric.
+_HEADLINE = ("example_count", "binary_accuracy", "sparse_categorical_accuracy",
+             "auc", "auc_pr", "loss", "precision", "recall", "specificity")
 _DONE = (metadata_store_pb2.Execution.COMPLETE,
          metadata_store_pb2.Execution.CACHED)
 
@@ -29,6 +32,17 @@ class ModelResult:
   blessed: Optional[bool]
   failed_thresholds: List[str]
   pushed_model: Optional[str]
+  # Where the branch's artifacts are (None when the step did not complete).
+  model_uri: Optional[str] = None  # Trainer's Model (Format-Serving inside)
+  model_run_uri: Optional[str] = None  # history.json, curves.png, logs
+  evaluation_uri: Optional[str] = None  # TFMA output on the test split
+  # Wall seconds of the branch's executions this run, by component
+  # ("Trainer", "Evaluator", ...); a cached execution took no time.
+  seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
+  # The same model on the --cross-data set, mapped to this task's labels.
+  cross_metrics: Dict[str, Dict[str, float]] = dataclasses.field(
+      default_factory=dict)
+  cross_evaluation_uri: Optional[str] = None
 
   def lines(self) -> List[str]:
     out = [f"  model {self.model}:"]
@@ -39,9 +53,14 @@ class ModelResult:
       shown = ", ".join(
           f"{k} {v:.4f}" if k != "example_count" else f"{k} {v:.0f}"
           for k, v in sorted(values.items())
-          if slice_name == "Overall" or k in ("example_count", "loss")
-          or "accuracy" in k)
+          if (slice_name == "Overall" and (k in _HEADLINE or "classId" in k))
+          or k in ("example_count", "loss") or "accuracy" in k)
       out.append(f"    test metrics [{slice_name}]: {shown}")
+    cross = self.cross_metrics.get("Overall")
+    if cross:
+      out.append("    cross-data metrics [Overall]: " + ", ".join(
+          f"{k} {v:.4f}" if k != "example_count" else f"{k} {v:.0f}"
+          for k, v in sorted(cross.items()) if k in _HEADLINE))
     if self.blessed is not None:
       out.append("    blessed: " + ("yes" if self.blessed else "NO"))
       out.extend(f"      failed: {f}" for f in self.failed_thresholds)
@@ -58,6 +77,8 @@ class RunSummary:
   image_counts: Dict[str, int]
   quarantine_csv: Optional[str]
   models: Dict[str, ModelResult]  # by model name, in pipeline order
+  # The --cross-data set's ingestion, when the run had one.
+  cross_image_counts: Dict[str, int] = dataclasses.field(default_factory=dict)
 
   def lines(self) -> List[str]:
     c = self.image_counts
@@ -144,13 +165,16 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
       if ctx.type == "pipeline_run":
         runs[ctx.id] = ctx
   run = max(runs.values(), key=lambda c: c.create_time_since_epoch)
-  states, outputs = {}, {}
+  states, outputs, seconds = {}, {}, {}
   state_names = metadata_store_pb2.Execution.State.Name
   for execution in store.get_executions_by_context(run.id):
     node = next(c.name.split(".", 1)[1]
                 for c in store.get_contexts_by_execution(execution.id)
                 if c.type == "node")
     states[node] = state_names(execution.last_known_state)
+    if execution.last_known_state == metadata_store_pb2.Execution.COMPLETE:
+      seconds[node] = (execution.last_update_time_since_epoch
+                       - execution.create_time_since_epoch) / 1000.0
     if execution.last_known_state not in _DONE:
       continue
     events = store.get_events_by_execution_ids([execution.id])
@@ -166,10 +190,15 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
   examples = output("ImageExampleGen", "Examples")
   quarantine = output("ImageExampleGen",
                       image_example_gen.ImageQuarantine.TYPE_NAME)
-  counts = {}
-  if examples is not None:
-    counts = json.loads(examples.custom_properties[
+  def image_counts(artifact):
+    if artifact is None:
+      return {}
+    return json.loads(artifact.custom_properties[
         image_example_gen.COUNTS_PROPERTY].string_value)
+
+  counts = image_counts(examples)
+  cross_counts = image_counts(
+      output(pipeline_lib.CROSS_EXAMPLE_GEN, "Examples"))
   results = {}
   trainer_prefix = pipeline_lib.node_id("Trainer", "")
   for node in states:
@@ -186,13 +215,29 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
     pushed_path = None
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
       pushed_path = pushed.custom_properties["pushed_destination"].string_value
+    trained = output(node, "Model")
+    model_run = output(node, "ModelRun")
+    cross = output(pipeline_lib.node_id(pipeline_lib.CROSS_EVALUATOR, model),
+                   "ModelEvaluation")
+    branch_seconds = {}
+    for component in ("Trainer", "Evaluator", pipeline_lib.CROSS_EVALUATOR,
+                      "Pusher"):
+      node_seconds = seconds.get(pipeline_lib.node_id(component, model))
+      if node_seconds is not None:
+        branch_seconds[component] = node_seconds
     results[model] = ModelResult(
         model=model,
         metrics=read_metrics(evaluation.uri) if evaluation else {},
         blessed=blessed,
         failed_thresholds=(failed_thresholds(evaluation.uri)
                            if evaluation and blessed is False else []),
-        pushed_model=pushed_path)
+        pushed_model=pushed_path,
+        model_uri=trained.uri if trained else None,
+        model_run_uri=model_run.uri if model_run else None,
+        evaluation_uri=evaluation.uri if evaluation else None,
+        seconds=branch_seconds,
+        cross_metrics=read_metrics(cross.uri) if cross else {},
+        cross_evaluation_uri=cross.uri if cross else None)
   return RunSummary(
       pipeline_name=pipeline_name,
       run_id=run.name,
@@ -201,4 +246,5 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
       quarantine_csv=(os.path.join(quarantine.uri,
                                    image_example_gen.QUARANTINE_FILE)
                       if quarantine is not None else None),
-      models=results)
+      models=results,
+      cross_image_counts=cross_counts)

@@ -61,3 +61,44 @@ def real_multiclass_subset(tmp_path_factory):
       writer.writeheader()
       writer.writerows(chosen)
   return str(dst)
+
+
+@pytest.fixture(scope="session")
+def synthetic_pipeline(tmp_path_factory):
+  """One tiny BeamDagRunner run of the thesis CNN on synthetic X-rays, pushed.
+
+  Shared by the evaluation, serving and report tests ("a model pushed by a
+  tiny pipeline run"); the floors are 0 so the model is always pushed,
+  and those tests judge what they need themselves.
+  """
+  # pylint: disable=g-import-not-at-top
+  import glob
+  from pipeline import pipeline as pipeline_lib
+  from pipeline import runner
+  from pipeline import synthetic
+  root = tmp_path_factory.mktemp("synthetic_pipeline")
+  data, out = str(root / "data"), str(root / "out")
+  synthetic.generate(data, n=SYNTHETIC_PIPELINE["n"],
+                     size=SYNTHETIC_PIPELINE["size"], seed=7)
+  settings = pipeline_lib.TrainingSettings(
+      models=(SYNTHETIC_PIPELINE["model"],),
+      image_size=SYNTHETIC_PIPELINE["image_size"],
+      epochs=SYNTHETIC_PIPELINE["epochs"], batch_size=16, seed=7,
+      min_accuracy=0.0, min_auc=0.0)
+  runner.run(data, "binary", out, settings)
+  serving = runner.output_paths(out)["serving"]
+  model_name = pipeline_lib.serving_model_name("binary",
+                                               SYNTHETIC_PIPELINE["model"])
+  pushed = glob.glob(os.path.join(serving, model_name, "*", "saved_model.pb"))
+  assert len(pushed) == 1, f"the run pushed {pushed}"
+  return {"data": data, "output": out, "serving": serving,
+          "model": SYNTHETIC_PIPELINE["model"], "model_name": model_name,
+          "pushed_model": os.path.dirname(pushed[0])}
+
+
+# Small and quick: the tests on it check plumbing, not accuracy (whether
+# Grad-CAM finds the lesions is bench/gradcam_lesions.py's question).
+# cnn learns this set in a dozen epochs (tests/test_pipeline_e2e.py); cnn_aug
+# needs about 40.
+SYNTHETIC_PIPELINE = {"model": "cnn", "n": 300, "size": 96, "image_size": 64,
+                      "epochs": 12}

@@ -11,7 +11,8 @@ def test_compiles_to_a_kfp_v2_spec(tmp_path):
       str(tmp_path / "cxr.json"), data_root="gs://bucket/chest_xray",
       pipeline_root="gs://bucket/root", serving_base="gs://bucket/serving",
       task="multiclass", image="example.com/cxr-tfx:latest",
-      settings=pipeline_lib.TrainingSettings(models=("cnn", "mobilenet_v2")))
+      settings=pipeline_lib.TrainingSettings(models=("cnn", "mobilenet_v2")),
+      cross_data_root="gs://bucket/chest_xray_binary_layout")
   with open(path) as f:
     spec = json.load(f)
   tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
@@ -19,10 +20,12 @@ def test_compiles_to_a_kfp_v2_spec(tmp_path):
   for model in ("cnn", "mobilenet_v2"):
     resolver = f"latest_blessed_model_resolver_{model}"
     branches |= {f"Trainer_{model}", f"Evaluator_{model}", f"Pusher_{model}",
+                 f"CrossEvaluator_{model}",
                  # KFP v2 compiles the blessed-model Resolver into two steps.
                  f"{resolver}-model-resolver",
                  f"{resolver}-model-blessing-resolver"}
-  assert {"ImageExampleGen", "ImportSchemaGen", "StatisticsGen",
+  assert {"ImageExampleGen", "CrossImageExampleGen", "ImportSchemaGen",
+          "StatisticsGen",
           "ExampleValidator", "DataValidationGate",
           "Transform"} | branches == set(tasks)
   executors = json.dumps(spec["pipelineSpec"]["deploymentSpec"])
@@ -30,3 +33,4 @@ def test_compiles_to_a_kfp_v2_spec(tmp_path):
   # User code by module path: the image's installed package provides it.
   assert "components.trainer.run_fn" in json.dumps(spec)
   assert "gs://bucket/chest_xray" in json.dumps(spec)
+  assert "gs://bucket/chest_xray_binary_layout" in json.dumps(spec)

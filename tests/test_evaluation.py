@@ -1,0 +1,122 @@
+"""TFMA metrics and slices in the pipeline, and cross-data-set evaluation."""
+
+import csv
+import os
+
+import pytest
+import tensorflow_model_analysis as tfma
+
+from pipeline import eval_config
+from pipeline import pipeline as pipeline_lib
+from pipeline import runner
+from pipeline import summary
+
+BINARY_METRICS = {"example_count", "binary_accuracy", "auc", "auc_pr", "loss",
+                  "precision", "recall", "specificity", "true_positives",
+                  "false_positives", "true_negatives", "false_negatives"}
+
+
+def test_binary_evaluator_holds_every_metric_slice_and_plot(
+    synthetic_pipeline):
+  result = summary.summarize(
+      os.path.join(synthetic_pipeline["output"], "metadata.sqlite"),
+      runner.pipeline_name_for("binary"))
+  model = result.models[synthetic_pipeline["model"]]
+  metrics = model.metrics
+  assert BINARY_METRICS <= set(metrics["Overall"]), metrics["Overall"]
+  overall = metrics["Overall"]
+  # The four cells of the confusion matrix add up to the test split.
+  cells = sum(overall[k] for k in ("true_positives", "false_positives",
+                                   "true_negatives", "false_negatives"))
+  assert cells == overall["example_count"] == result.image_counts["test"]
+  # Synthetic images are grayscale JPEGs under 1000 px from one data set.
+  expected = {"label:0", "label:1", "source:data", "channels:1",
+              "size_bucket:<1000px", "diagnosis:normal",
+              "diagnosis:bacterial", "diagnosis:viral"}
+  assert expected <= set(metrics), sorted(metrics)
+  per_kind = sum(metrics[f"diagnosis:{k}"]["example_count"]
+                 for k in ("normal", "bacterial", "viral"))
+  assert per_kind == overall["example_count"]
+  # Viral sensitivity on its own: every viral image is a pneumonia image.
+  viral = metrics["diagnosis:viral"]
+  assert viral["false_positives"] == viral["true_negatives"] == 0
+  plots = tfma.load_eval_result(model.evaluation_uri).plots
+  overall_plots = next(p for key, p in plots if not key)
+  plot_names = {name for by_key in overall_plots.values()
+                for by_sub in by_key.values() for name in by_sub}
+  assert "calibrationHistogramBuckets" in plot_names, plot_names
+
+
+def test_multiclass_config_has_per_class_precision_recall_and_matrix():
+  config = eval_config.make_eval_config("multiclass", min_accuracy=0.7)
+  names = {m.class_name for spec in config.metrics_specs
+           for m in spec.metrics}
+  assert {"SparseCategoricalAccuracy", "MultiClassConfusionMatrixPlot",
+          "Precision", "Recall", "AUC"} <= names
+  per_class = next(s for s in config.metrics_specs if s.HasField("binarize"))
+  assert list(per_class.binarize.class_ids.values) == [0, 1, 2]
+  slices = {tuple(s.feature_keys) for s in config.slicing_specs}
+  assert slices == {(), ("label",), ("source",), ("channels",),
+                    ("size_bucket",)}
+
+
+def test_cross_data_config_gates_nothing():
+  for task in ("binary", "multiclass"):
+    config = eval_config.make_eval_config(task, 0.9, 0.9, 0.9,
+                                          thresholds=False)
+    assert not any(m.per_slice_thresholds or m.HasField("threshold")
+                   for spec in config.metrics_specs for m in spec.metrics)
+
+
+def _csv_test_counts(data):
+  with open(os.path.join(data, "labels_test.csv")) as f:
+    ids = [int(row["class_id"]) for row in csv.DictReader(f)]
+  return {c: ids.count(c) for c in range(3)}
+
+
+def _binary_test_counts(data):
+  folder = os.path.join(data, "test", "PNEUMONIA")
+  names = os.listdir(folder)
+  return {"normal": len(os.listdir(os.path.join(data, "test", "NORMAL"))),
+          "bacterial": sum("_bacteria_" in n for n in names),
+          "viral": sum("_virus_" in n for n in names)}
+
+
+CROSS_SETTINGS = pipeline_lib.TrainingSettings(
+    models=("cnn",), image_size=58, epochs=1, batch_size=8, min_accuracy=0.0,
+    min_auc=0.0)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_cross_data_evaluation_maps_the_labels(task, real_binary_subset,
+                                               real_multiclass_subset,
+                                               tmp_path):
+  """Binary model on 3-class data and 3-class model on binary-layout data."""
+  if task == "binary":
+    data, cross = real_binary_subset, real_multiclass_subset
+    source = _csv_test_counts(cross)
+    # 0 -> normal; 1 (bacterial) and 2 (viral) -> pneumonia.
+    expected = {0: source[0], 1: source[1] + source[2]}
+  else:
+    data, cross = real_multiclass_subset, real_binary_subset
+    source = _binary_test_counts(cross)
+    # Kermany file names give the kind of pneumonia.
+    expected = {0: source["normal"], 1: source["bacterial"],
+                2: source["viral"]}
+  out = str(tmp_path / "out")
+  runner.run(data, task, out, CROSS_SETTINGS, cross_data=cross)
+  result = summary.summarize(runner.output_paths(out)["metadata"],
+                             runner.pipeline_name_for(task))
+  assert set(result.states.values()) == {"COMPLETE"}, result.states
+  assert pipeline_lib.node_id(pipeline_lib.CROSS_EVALUATOR, "cnn") in (
+      result.states)
+  cross_metrics = result.models["cnn"].cross_metrics
+  counts = {label: cross_metrics[f"label:{label}"]["example_count"]
+            for label in expected}
+  assert counts == expected, (counts, expected)
+  assert cross_metrics["Overall"]["example_count"] == sum(expected.values())
+  assert result.cross_image_counts["test"] == sum(expected.values())
+  # The cross data set is named in its own source slice, apart from the
+  # own data set's.
+  assert f"source:{os.path.basename(cross)}" in cross_metrics
+  assert f"source:{os.path.basename(data)}" in result.models["cnn"].metrics
