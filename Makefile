@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= build/demo-data
 DEMO_OUT ?= build/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -30,7 +30,19 @@ demo: install
 	$(BIN)/cxr run --data $(DEMO_DATA) --task binary --output $(DEMO_OUT) \
 	  --models cnn_aug --image-size 64 --epochs 40
 
-test: install
+# The report test renders the HTML report in headless Chromium (Debian's
+# package); installed here when missing and we may (root, apt-get).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (Debian package) for the report test"; \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "error: the tests need chromium: sudo apt-get install chromium"; \
+	    exit 1; \
+	  fi; }
+
+test: install browser
 	$(BIN)/python -m pytest tests
 
 clean:

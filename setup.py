@@ -24,6 +24,6 @@ setuptools.setup(
         "matplotlib",
         "numpy",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "PyYAML"]},  # YAML: k8s manifests
     entry_points={"console_scripts": ["cxr = pipeline.cli:main"]},
 )
