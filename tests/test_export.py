@@ -77,10 +77,11 @@ def test_export_and_serve(name, task, transform_output, tmp_path):
   _check_gradcam(model, name, task, tmp_path, images, pixels)
 
 
-def _reference_gradcam(model, layer, image, class_id):
-  """Grad-CAM of one image, written out eagerly with a GradientTape."""
-  sub = tf.keras.Model(model.inputs, [model.get_layer(layer).output,
-                                      model.output])
+def _reference_gradcam(sub, image, class_id):
+  """Grad-CAM of one image, written out eagerly with a GradientTape.
+
+  sub: a Keras model with outputs [target feature map, predictions].
+  """
   with tf.GradientTape() as tape:
     feature_map, out = sub(tf.cast(image[None], tf.float32), training=False)
     if out.shape[-1] == 1:  # sigmoid: p for class 1, 1 - p for class 0
@@ -105,6 +106,8 @@ def _check_gradcam(model, name, task, export_dir, images, pixels):
   out = gradcam(images=images, class_index=tf.constant([], tf.int32))
   assert np.array_equal(out["class_id"].numpy(), predicted)
   nonzero = 0
+  layer = model.get_layer(GRADCAM_LAYERS[name])
+  sub = tf.keras.Model(model.inputs, [layer.output, model.output])
   for class_id in range(classes):
     out = gradcam(images=images,
                   class_index=tf.constant([class_id] * 2, tf.int32))
@@ -112,8 +115,7 @@ def _check_gradcam(model, name, task, export_dir, images, pixels):
     assert heatmap.shape == (2, SIZE, SIZE) and heatmap.dtype == np.float32
     assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     for i in range(2):
-      expected = _reference_gradcam(model, GRADCAM_LAYERS[name],
-                                    pixels[i].numpy(), class_id)
+      expected = _reference_gradcam(sub, pixels[i].numpy(), class_id)
       assert np.abs(heatmap[i] - expected).max() < 1e-4, (name, class_id, i)
       nonzero += expected.max() > 0
       with Image.open(io.BytesIO(out["overlay_png"].numpy()[i])) as png:
