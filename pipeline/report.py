@@ -28,7 +28,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import matplotlib
-from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 import numpy as np
 from PIL import Image
@@ -234,19 +233,11 @@ def _history(result: summary_lib.ModelResult) -> Optional[dict]:
   return _read_json(os.path.join(result.model_run_uri, HISTORY_FILE))
 
 
-def _open_store(metadata_path: str) -> metadata_store.MetadataStore:
-  config = metadata_store_pb2.ConnectionConfig()
-  config.sqlite.filename_uri = metadata_path
-  config.sqlite.connection_mode = (
-      metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
-  return metadata_store.MetadataStore(config)
-
-
 def evaluated_examples_uri(metadata_path: str,
                            evaluation_uri: str) -> Optional[str]:
   """URI of the Examples artifact the Evaluator that wrote `evaluation_uri`
   read, i.e. the images its test metrics are about (lineage in MLMD)."""
-  store = _open_store(metadata_path)
+  store = summary_lib.open_store(metadata_path)
   artifacts = store.get_artifacts_by_uri(evaluation_uri)
   if not artifacts:
     return None

@@ -105,7 +105,8 @@ def _short(path: str) -> str:
   return path if rel.startswith("..") else rel
 
 
-def _open(metadata_path: str) -> metadata_store.MetadataStore:
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+  """The ML Metadata store of a run folder, read-only."""
   config = metadata_store_pb2.ConnectionConfig()
   config.sqlite.filename_uri = metadata_path
   config.sqlite.connection_mode = (
@@ -154,7 +155,7 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
   """Summary of the latest run of `pipeline_name` in the metadata store."""
   if not os.path.exists(metadata_path):
     raise FileNotFoundError(f"no ML Metadata at {metadata_path}")
-  store = _open(metadata_path)
+  store = open_store(metadata_path)
   pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
   if pipeline_ctx is None:
     raise ValueError(f"pipeline {pipeline_name} has never run here")
