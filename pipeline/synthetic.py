@@ -233,8 +233,9 @@ def lesion_hits(data_dir: str, explain, split: str = "test",
   only to explain correct calls.
   """
   with open(os.path.join(data_dir, LESIONS_FILE)) as f:
-    size = json.load(f)["size"]
-  cases = sorted((rel, boxes) for rel, boxes in load_lesions(data_dir).items()
+    sidecar = json.load(f)  # read once: the image size and the boxes
+  size = sidecar["size"]
+  cases = sorted((rel, boxes) for rel, boxes in sidecar["boxes"].items()
                  if rel.startswith(split + "/") and boxes)
   counts = {"pneumonia": len(cases), "explained": 0, "hits": 0}
   for start in range(0, len(cases), 16):
