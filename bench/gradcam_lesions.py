@@ -5,8 +5,9 @@
 
 Generates synthetic images with known lesion boxes, runs the whole pipeline
 (cnn_aug, binary), loads the pushed model and asks its `gradcam` signature
-to explain every test pneumonia image; prints the share of correctly
-classified ones whose heat-map peak falls inside a lesion box.
+to explain every test pneumonia image, once per method (gradcam, hirescam);
+prints the share of correctly classified ones whose heat-map peak falls
+inside a lesion box, overall and per kind.
 """
 
 import argparse
@@ -22,6 +23,7 @@ import tensorflow as tf
 from pipeline import pipeline as pipeline_lib
 from pipeline import runner
 from pipeline import synthetic
+from serving import gradcam
 from serving import signatures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,20 +52,24 @@ def main():
                                       "cxr_binary_cnn_aug", "*")),
                key=lambda p: int(os.path.basename(p)))
   model = tf.saved_model.load(pushed)
-  gradcam = model.signatures[signatures.GRADCAM]
-
-  def explain(encoded):
-    out = gradcam(images=tf.constant(encoded),
-                  class_index=tf.constant([], tf.int32))
-    return out["class_id"].numpy(), out["heatmap"].numpy()
-
-  counts = synthetic.lesion_hits(data, explain)
-  rate = counts["hits"] / max(counts["explained"], 1)
+  signature = model.signatures[signatures.GRADCAM]
   print(f"n={args.n} size={args.size} image_size={args.image_size} "
-        f"epochs={args.epochs}: pipeline {seconds:.0f} s; "
-        f"{counts['explained']} of {counts['pneumonia']} test pneumonia "
-        f"images called pneumonia; peak inside the lesion for "
-        f"{counts['hits']} = {rate:.3f}")
+        f"epochs={args.epochs}: pipeline {seconds:.0f} s")
+  for method in gradcam.METHODS:
+
+    def explain(encoded, method=method):
+      out = signature(images=tf.constant(encoded),
+                      class_index=tf.constant([], tf.int32),
+                      method=tf.constant(method))
+      return out["class_id"].numpy(), out["heatmap"].numpy()
+
+    counts = synthetic.lesion_hits(data, explain)
+    kinds = ", ".join(
+        f"{kind} {c['hits']}/{c['explained']}"
+        for kind, c in sorted(counts["kinds"].items()))
+    print(f"{method}: {counts['explained']} of {counts['pneumonia']} test "
+          f"pneumonia images called pneumonia; peak inside the lesion for "
+          f"{counts['hits']} = {synthetic.hit_rate(counts):.3f} ({kinds})")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pipeline import summary  # pylint: disable=g-import-not-at-top
 from pipeline import synthetic  # pylint: disable=g-import-not-at-top
 from serving import client as serving_client  # pylint: disable=g-import-not-at-top
 from serving import server as serving_server  # pylint: disable=g-import-not-at-top
+from serving import gradcam  # pylint: disable=g-import-not-at-top
 
 
 def _synth(args) -> int:
@@ -155,7 +156,8 @@ def _predict_each(client, args) -> int:
       continue
     try:
       if args.gradcam:
-        outputs = client.gradcam(args.model, [image], version=args.version)
+        outputs = client.gradcam(args.model, [image], version=args.version,
+                                 method=args.gradcam_method)
       else:
         outputs = client.predict(args.model, [image], version=args.version)
     except serving_client.ClientError as e:
@@ -313,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument("--gradcam", metavar="OUT_DIR",
                        help="also write OUT_DIR/<image>_gradcam.png, the "
                        "Grad-CAM heat map over the image")
+  predict.add_argument("--gradcam-method", choices=gradcam.METHODS,
+                       default=gradcam.DEFAULT_METHOD,
+                       help="gradcam (the thesis's) or hirescam (keeps the "
+                       "gradient per location; see BENCHMARKS.md)")
   predict.add_argument("--timeout", type=float, default=30.0,
                        help="seconds per request")
   predict.set_defaults(func=_predict)

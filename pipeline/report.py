@@ -38,6 +38,7 @@ from components import image_layouts
 from components import training_curves
 from pipeline import runner
 from pipeline import summary as summary_lib
+from serving import gradcam
 
 matplotlib.use("Agg")  # Reports are written on machines without a display.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -389,8 +390,12 @@ def gradcam_gallery(model_dir: str, examples_uri: str, task: str,
     if not wanted:
       continue
     images = tf.gather(parsed["image"], wanted)
-    outputs = explain(images=images,
-                      class_index=tf.constant([], tf.int32))
+    inputs = {"images": images, "class_index": tf.constant([], tf.int32)}
+    if "method" in explain.structured_input_signature[1]:
+      # Python's loader does not fill SignatureDef defaults; models
+      # exported before HiResCAM existed have no method input.
+      inputs["method"] = tf.constant(gradcam.DEFAULT_METHOD)
+    outputs = explain(**inputs)
     class_ids = outputs["class_id"].numpy()
     probabilities = outputs["probabilities"].numpy()
     for row, i in enumerate(wanted):

@@ -228,7 +228,8 @@ def lesion_hits(data_dir: str, explain, split: str = "test",
 
   explain(list of encoded images) -> (class_id [n], heatmap [n, h, w]).
   Counts the images the model calls pneumonia (`explained`) and those whose
-  heat-map peak falls inside a lesion box (`hits`); misclassified images
+  heat-map peak falls inside a lesion box (`hits`), overall and per kind
+  (`kinds`: bacterial/viral -> the same two counts); misclassified images
   have no lesion evidence to find and are left out, as Grad-CAM is asked
   only to explain correct calls.
   """
@@ -237,7 +238,7 @@ def lesion_hits(data_dir: str, explain, split: str = "test",
   size = sidecar["size"]
   cases = sorted((rel, boxes) for rel, boxes in sidecar["boxes"].items()
                  if rel.startswith(split + "/") and boxes)
-  counts = {"pneumonia": len(cases), "explained": 0, "hits": 0}
+  counts = {"pneumonia": len(cases), "explained": 0, "hits": 0, "kinds": {}}
   for start in range(0, len(cases), 16):
     batch = cases[start:start + 16]
     encoded = []
@@ -245,8 +246,18 @@ def lesion_hits(data_dir: str, explain, split: str = "test",
       with open(os.path.join(data_dir, rel), "rb") as f:
         encoded.append(f.read())
     class_ids, heatmaps = explain(encoded)
-    for (_, boxes), class_id, heatmap in zip(batch, class_ids, heatmaps):
+    for (rel, boxes), class_id, heatmap in zip(batch, class_ids, heatmaps):
       if int(class_id) == pneumonia_class:
-        counts["explained"] += 1
-        counts["hits"] += peak_in_boxes(np.asarray(heatmap), boxes, size)
+        hit = int(peak_in_boxes(np.asarray(heatmap), boxes, size))
+        kind = counts["kinds"].setdefault(
+            "viral" if "_virus_" in rel else "bacterial",
+            {"explained": 0, "hits": 0})
+        for c in (counts, kind):
+          c["explained"] += 1
+          c["hits"] += hit
   return counts
+
+
+def hit_rate(counts: Dict) -> float:
+  """hits / explained from lesion_hits(); 0 when nothing was explained."""
+  return counts["hits"] / counts["explained"] if counts["explained"] else 0.0

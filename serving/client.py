@@ -143,8 +143,11 @@ class Client:
 
   def gradcam(self, model: str, images: Sequence[bytes],
               class_index: Optional[Union[int, Sequence[int]]] = None,
-              version: Optional[int] = None) -> Dict[str, np.ndarray]:
+              version: Optional[int] = None,
+              method: Optional[str] = None) -> Dict[str, np.ndarray]:
     """Grad-CAM of each image for class_index (default: its predicted class).
+
+    method: "gradcam" or "hirescam" (default: the signature's, gradcam).
 
     Returns `probabilities` [N, C], `class_id` [N] (the class explained),
     `heatmap` [N, H, W] float32 in [0, 1] and `overlay_png` [N] PNG bytes.
@@ -153,6 +156,8 @@ class Client:
     if class_index is not None:
       inputs["class_index"] = np.broadcast_to(
           np.asarray(class_index, np.int32), [len(images)])
+    if method is not None:
+      inputs["method"] = tf.make_tensor_proto(method, dtype=tf.string)
     return self.predict_tensors(model, inputs, GRADCAM_SIGNATURE, version)
 
   def status(self, model: str, version: Optional[int] = None

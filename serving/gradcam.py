@@ -1,14 +1,21 @@
-"""Grad-CAM (Selvaraju et al. 2017) for every model of the zoo.
+"""Grad-CAM (Selvaraju et al. 2017) and HiResCAM for every model of the zoo.
 
 One implementation, used by the `gradcam` serving signature (in the graph)
 and by reports (eagerly on a trained Keras model):
 
-  heatmap = normalize(ReLU(sum_k mean_hw(d score / d A_k) * A_k))
+  gradcam:  heatmap = normalize(ReLU(sum_k mean_hw(d score / d A_k) * A_k))
+  hirescam: heatmap = normalize(ReLU(sum_k (d score / d A_k) * A_k))
 
 where A is the last convolutional feature map and `score` the probability
 of the explained class: the sigmoid output for class 1 of a binary model,
 its complement for class 0, the softmax output otherwise. The map is
 upsampled to the model's input size and scaled to [0, 1] per image.
+
+HiResCAM (Draelos & Carin 2020) keeps the gradient at each location instead
+of averaging it over the map. The thesis's models end in Flatten + Dense,
+which gives every location its own weights; averaging them away lets a
+location that pushed the score down still light up. Both come from the same
+gradient, so offering both costs one extra multiply.
 """
 
 from typing import Optional, Tuple
@@ -18,6 +25,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 OVERLAY_ALPHA = 0.4  # weight of the heat map over the X-ray
+METHODS = ("gradcam", "hirescam")
+DEFAULT_METHOD = "gradcam"  # the thesis's method
 
 
 def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:
@@ -67,8 +76,8 @@ def gradcam_model(model: keras.Model,
 
 
 def gradcam(cam_model: keras.Model, images: tf.Tensor,
-            class_index: Optional[tf.Tensor] = None
-            ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            class_index: Optional[tf.Tensor] = None,
+            method=DEFAULT_METHOD) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """Heat maps for a batch.
 
   Args:
@@ -76,6 +85,9 @@ def gradcam(cam_model: keras.Model, images: tf.Tensor,
     images: float32 [batch, S, S, 3], the model's own input (0..255).
     class_index: int [batch] classes to explain; None or empty: each
       image's predicted class.
+    method: one of METHODS, a Python string or a string scalar tensor (the
+      serving signature's input; an unknown name fails with
+      InvalidArgumentError).
 
   Returns:
     (probabilities [batch, classes], class_id [batch] int64 -- the class
@@ -98,14 +110,43 @@ def gradcam(cam_model: keras.Model, images: tf.Tensor,
     score = tf.gather(probabilities, class_id, batch_dims=1)
   grads = tf.cast(tape.gradient(score, feature_map), tf.float32)
   feature_map = tf.cast(feature_map, tf.float32)
-  channel_weights = tf.reduce_mean(grads, axis=[1, 2])  # [batch, k]
-  cam = tf.nn.relu(tf.einsum("bhwk,bk->bhw", feature_map, channel_weights))
+  cam = tf.nn.relu(_weighted_map(feature_map, grads, method))
   size = tf.shape(images)[1:3]
   cam = tf.image.resize(cam[..., tf.newaxis], size, method="bilinear")[..., 0]
   peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
   # A map with no positive evidence stays all zero instead of dividing by 0.
   heatmap = tf.math.divide_no_nan(cam, peak)
   return probabilities, class_id, tf.clip_by_value(heatmap, 0.0, 1.0)
+
+
+def _weighted_map(feature_map: tf.Tensor, grads: tf.Tensor,
+                  method) -> tf.Tensor:
+  """[batch, h, w]: feature maps weighted by their gradients, per `method`."""
+  if isinstance(method, str):
+    if method not in METHODS:
+      raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return _METHOD_MAPS[method](feature_map, grads)
+  method = tf.convert_to_tensor(method, tf.string)
+  known = tf.reduce_any(tf.equal(method, tf.constant(METHODS)))
+  check = tf.debugging.Assert(
+      known, ["method must be one of", tf.constant(METHODS), "got", method])
+  with tf.control_dependencies([check]):
+    # Both are cheap next to the gradient they share; pick one per request.
+    return tf.where(tf.equal(method, "hirescam"),
+                    _hirescam_map(feature_map, grads),
+                    _gradcam_map(feature_map, grads))
+
+
+def _gradcam_map(feature_map, grads):
+  channel_weights = tf.reduce_mean(grads, axis=[1, 2])  # [batch, k]
+  return tf.einsum("bhwk,bk->bhw", feature_map, channel_weights)
+
+
+def _hirescam_map(feature_map, grads):
+  return tf.reduce_sum(feature_map * grads, axis=-1)
+
+
+_METHOD_MAPS = {"gradcam": _gradcam_map, "hirescam": _hirescam_map}
 
 
 def _checked(class_index: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:

@@ -5,12 +5,14 @@
 * `serving_tf_example`: serialized tf.Examples (as TFMA and InfraValidator
   send them) -> `outputs`, the model's own output ([batch, 1] sigmoid for
   binary, [batch, classes] softmax for multiclass).
-* `gradcam`: encoded image bytes and an optional `class_index` [batch]
-  (default: empty, each image's predicted class) -> `probabilities`,
+* `gradcam`: encoded image bytes, an optional `class_index` [batch]
+  (default: empty, each image's predicted class) and an optional `method`
+  string ("gradcam", the default, or "hirescam") -> `probabilities`,
   `class_id` (the class explained), `heatmap` float32 [batch, S, S] in
   [0, 1] at the model's input size, `overlay_png` (jet heat map blended at
-  0.4 over the input, PNG bytes). The default is recorded in the
-  SignatureDef, so TF Serving (and `cxr serve`) accept requests without it.
+  0.4 over the input, PNG bytes). The defaults are recorded in the
+  SignatureDef, so TF Serving (and `cxr serve`) accept requests without
+  them.
 
 All run the Transform graph (`tft_layer`), so clients send raw file bytes
 and serving preprocesses exactly as training did.
@@ -69,12 +71,14 @@ class _Exporter(tf.Module):
 
   @tf.function(input_signature=[
       tf.TensorSpec([None], tf.string, name="images"),
-      tf.TensorSpec([None], tf.int32, name="class_index")])
-  def serve_gradcam(self, images, class_index=tf.constant([], tf.int32)):
-    # The default argument becomes SignatureDef.defaults on save.
+      tf.TensorSpec([None], tf.int32, name="class_index"),
+      tf.TensorSpec([], tf.string, name="method")])
+  def serve_gradcam(self, images, class_index=tf.constant([], tf.int32),
+                    method=tf.constant(gradcam.DEFAULT_METHOD)):
+    # The default arguments become SignatureDef.defaults on save.
     pixels = self._images(images)
     probabilities, class_id, heatmap = gradcam.gradcam(
-        self.cam_model, tf.cast(pixels, tf.float32), class_index)
+        self.cam_model, tf.cast(pixels, tf.float32), class_index, method)
     return {"probabilities": probabilities, "class_id": class_id,
             "heatmap": heatmap,
             "overlay_png": gradcam.overlay_png(pixels, heatmap)}
@@ -94,6 +98,6 @@ def export_serving_model(model, tf_transform_output, export_dir: str,
       SERVING_DEFAULT: exporter.serve_images,
       TF_EXAMPLE: exporter.serve_tf_examples,
       # The tf.function itself, not a concrete function: only then does
-      # TensorFlow record the class_index default in the SignatureDef.
+      # TensorFlow record the input defaults in the SignatureDef.
       GRADCAM: exporter.serve_gradcam,
   })

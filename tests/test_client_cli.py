@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+import grpc
 import numpy as np
 from PIL import Image
 import pytest
@@ -175,6 +176,26 @@ def test_gradcam_fills_class_index_from_the_signature_default(served):
   assert 0 <= out["heatmap"].min() and out["heatmap"].max() <= 1
   explained = client.gradcam(BINARY, images, class_index=1)
   assert explained["class_id"].tolist() == [1, 1]
+  assert "method" in signature.defaults
+  named = client.gradcam(BINARY, images, method="gradcam")
+  np.testing.assert_allclose(named["heatmap"], out["heatmap"], atol=1e-6)
+
+
+@needs_gradcam
+def test_gradcam_method_input(served):
+  client = serving_client.Client(served.address)
+  images = [png(40, 50), png(90, 70)]
+  hires = client.gradcam(BINARY, images, class_index=1, method="hirescam")
+  plain = client.gradcam(BINARY, images, class_index=1, method="gradcam")
+  np.testing.assert_allclose(hires["probabilities"], plain["probabilities"],
+                             atol=1e-6)
+  assert 0 <= hires["heatmap"].min() and hires["heatmap"].max() <= 1
+  # The exact values are test_export's; here: the method reaches the graph.
+  assert not np.allclose(hires["heatmap"], plain["heatmap"], atol=1e-3)
+  with pytest.raises(serving_client.ClientError) as raised:
+    client.gradcam(BINARY, images, method="scorecam")
+  assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+  assert "method must be one of" in raised.value.details
 
 
 @needs_gradcam

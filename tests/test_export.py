@@ -1,6 +1,7 @@
 """Every model x task exports with its serving signatures and answers them."""
 
 import io
+import itertools
 
 import numpy as np
 from PIL import Image
@@ -77,8 +78,8 @@ def test_export_and_serve(name, task, transform_output, tmp_path):
   _check_gradcam(model, name, task, tmp_path, images, pixels)
 
 
-def _reference_gradcam(sub, image, class_id):
-  """Grad-CAM of one image, written out eagerly with a GradientTape.
+def _reference_gradcam(sub, image, class_id, method):
+  """Grad-CAM or HiResCAM of one image, written out eagerly with a tape.
 
   sub: a Keras model with outputs [target feature map, predictions].
   """
@@ -89,8 +90,10 @@ def _reference_gradcam(sub, image, class_id):
     else:
       score = out[0, class_id]
   grads = tape.gradient(score, feature_map)[0].numpy()
-  cam = np.maximum((feature_map[0].numpy() * grads.mean(axis=(0, 1))).sum(-1),
-                   0.0)
+  # Grad-CAM weighs each channel by its mean gradient; HiResCAM keeps the
+  # gradient at every location.
+  weights = grads.mean(axis=(0, 1)) if method == "gradcam" else grads
+  cam = np.maximum((feature_map[0].numpy() * weights).sum(-1), 0.0)
   cam = tf.image.resize(cam[..., None], [SIZE, SIZE]).numpy()[..., 0]
   return cam / cam.max() if cam.max() > 0 else cam
 
@@ -103,22 +106,29 @@ def _check_gradcam(model, name, task, export_dir, images, pixels):
       images=images)["class_id"].numpy()
   # The Python loader does not apply SignatureDef defaults (TF Serving
   # does); an empty class_index is the default: the predicted classes.
-  out = gradcam(images=images, class_index=tf.constant([], tf.int32))
+  out = gradcam(images=images, class_index=tf.constant([], tf.int32),
+                method=tf.constant("gradcam"))
   assert np.array_equal(out["class_id"].numpy(), predicted)
-  nonzero = 0
+  nonzero = {"gradcam": 0, "hirescam": 0}
   layer = model.get_layer(GRADCAM_LAYERS[name])
   sub = tf.keras.Model(model.inputs, [layer.output, model.output])
-  for class_id in range(classes):
+  for method, class_id in itertools.product(nonzero, range(classes)):
     out = gradcam(images=images,
-                  class_index=tf.constant([class_id] * 2, tf.int32))
+                  class_index=tf.constant([class_id] * 2, tf.int32),
+                  method=tf.constant(method))
     heatmap = out["heatmap"].numpy()
     assert heatmap.shape == (2, SIZE, SIZE) and heatmap.dtype == np.float32
     assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     for i in range(2):
-      expected = _reference_gradcam(sub, pixels[i].numpy(), class_id)
-      assert np.abs(heatmap[i] - expected).max() < 1e-4, (name, class_id, i)
-      nonzero += expected.max() > 0
+      expected = _reference_gradcam(sub, pixels[i].numpy(), class_id, method)
+      assert np.abs(heatmap[i] - expected).max() < 1e-4, (
+          name, method, class_id, i)
+      nonzero[method] += expected.max() > 0
       with Image.open(io.BytesIO(out["overlay_png"].numpy()[i])) as png:
         assert png.format == "PNG" and png.size == (SIZE, SIZE)
         assert png.mode == "RGB"
-  assert nonzero > 0, "every reference map was empty: nothing was compared"
+  assert all(nonzero.values()), (
+      f"every reference map of a method was empty: {nonzero}")
+  with pytest.raises(tf.errors.InvalidArgumentError, match="method must be"):
+    gradcam(images=images, class_index=tf.constant([], tf.int32),
+            method=tf.constant("scorecam"))
