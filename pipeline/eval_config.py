@@ -99,7 +99,11 @@ def make_eval_config(task: str, min_accuracy: float = 0.0,
   metrics_specs = [tfma.MetricsSpec(metrics=metrics)]
   if task == "multiclass":
     # One-vs-rest per class (normal, bacterial, viral); top_k 1 makes
-    # precision and recall those of the arg-max prediction.
+    # precision and recall those of the arg-max prediction. Except on exact
+    # ties (a collapsed model with equal outputs): TFMA's top_k takes the
+    # last tied class (np.argpartition), serving's class_id and the per-label
+    # slices the first (argmax), so such a model shows recall 1.0 here for a
+    # class it never names. The report reads the per-label slices.
     metrics_specs.append(tfma.MetricsSpec(
         metrics=[tfma.MetricConfig(class_name="AUC"),
                  tfma.MetricConfig(class_name="Precision",
