@@ -2,6 +2,7 @@
 
   .venv/bin/python bench/gradcam_lesions.py [--n 400] [--size 128]
       [--image-size 96] [--epochs 25] [--out build/bench/gradcam]
+      [--reexport]
 
 Generates synthetic images with known lesion boxes, runs the whole pipeline
 (cnn_aug, binary), loads the pushed model and asks its `gradcam` signature
@@ -19,7 +20,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 # pylint: disable=g-import-not-at-top
 import tensorflow as tf
+import tensorflow_transform as tft
 
+from components import models
 from pipeline import pipeline as pipeline_lib
 from pipeline import runner
 from pipeline import synthetic
@@ -38,38 +41,83 @@ def main():
   parser.add_argument("--seed", type=int, default=7)
   parser.add_argument("--out", default=os.path.join(REPO, "build", "bench",
                                                     "gradcam"))
+  parser.add_argument("--reexport", action="store_true",
+                      help="skip training: export the weights pushed by an "
+                      "earlier run in --out again with the current serving "
+                      "code, and measure that")
+  parser.add_argument("--gradcam-layer", default="",
+                      help="layer to explain (default: the last conv map)")
+  parser.add_argument("--fresh-test", type=int, default=0, metavar="N",
+                      help="also measure on N new images, all in the test "
+                      "split (same generator, another seed): a larger "
+                      "sample than the run's own test split")
   args = parser.parse_args()
   data = os.path.join(args.out, "data")
-  synthetic.generate(data, n=args.n, size=args.size, seed=args.seed)
-  settings = pipeline_lib.TrainingSettings(
-      models=("cnn_aug",), image_size=args.image_size, epochs=args.epochs,
-      batch_size=16, seed=args.seed, min_accuracy=0.5, min_auc=0.5)
-  start = time.perf_counter()
-  runner.run(data, "binary", os.path.join(args.out, "run"), settings,
-             enable_cache=False)
-  seconds = time.perf_counter() - start
-  pushed = max(glob.glob(os.path.join(args.out, "run", "serving",
-                                      "cxr_binary_cnn_aug", "*")),
-               key=lambda p: int(os.path.basename(p)))
+  run_dir = os.path.join(args.out, "run")
+  if args.reexport:
+    pushed = reexport(run_dir, args.image_size, args.gradcam_layer)
+    seconds = 0.0
+  else:
+    synthetic.generate(data, n=args.n, size=args.size, seed=args.seed)
+    settings = pipeline_lib.TrainingSettings(
+        models=("cnn_aug",), image_size=args.image_size, epochs=args.epochs,
+        batch_size=16, seed=args.seed, min_accuracy=0.5, min_auc=0.5,
+        gradcam_layer=args.gradcam_layer)
+    start = time.perf_counter()
+    runner.run(data, "binary", run_dir, settings, enable_cache=False)
+    seconds = time.perf_counter() - start
+    pushed = latest_push(run_dir)
   model = tf.saved_model.load(pushed)
   signature = model.signatures[signatures.GRADCAM]
   print(f"n={args.n} size={args.size} image_size={args.image_size} "
-        f"epochs={args.epochs}: pipeline {seconds:.0f} s")
-  for method in gradcam.METHODS:
+        f"epochs={args.epochs} layer={args.gradcam_layer or 'default'}: "
+        f"pipeline {seconds:.0f} s")
+  test_sets = {"the run's test split": data}
+  if args.fresh_test:
+    fresh = os.path.join(args.out, f"fresh-test-{args.fresh_test}")
+    if not os.path.exists(os.path.join(fresh, synthetic.LESIONS_FILE)):
+      synthetic.generate(fresh, n=args.fresh_test, size=args.size,
+                         seed=args.seed + 1000, test_fraction=1.0)
+    test_sets[f"{args.fresh_test} fresh images"] = fresh
+  for name, directory in test_sets.items():
+    for method in gradcam.METHODS:
 
-    def explain(encoded, method=method):
-      out = signature(images=tf.constant(encoded),
-                      class_index=tf.constant([], tf.int32),
-                      method=tf.constant(method))
-      return out["class_id"].numpy(), out["heatmap"].numpy()
+      def explain(encoded, method=method):
+        out = signature(images=tf.constant(encoded),
+                        class_index=tf.constant([], tf.int32),
+                        method=tf.constant(method))
+        return out["class_id"].numpy(), out["heatmap"].numpy()
 
-    counts = synthetic.lesion_hits(data, explain)
-    kinds = ", ".join(
-        f"{kind} {c['hits']}/{c['explained']}"
-        for kind, c in sorted(counts["kinds"].items()))
-    print(f"{method}: {counts['explained']} of {counts['pneumonia']} test "
-          f"pneumonia images called pneumonia; peak inside the lesion for "
-          f"{counts['hits']} = {synthetic.hit_rate(counts):.3f} ({kinds})")
+      counts = synthetic.lesion_hits(directory, explain)
+      kinds = ", ".join(
+          f"{kind} {c['hits']}/{c['explained']}"
+          for kind, c in sorted(counts["kinds"].items()))
+      print(f"{name}, {method}: {counts['explained']} of "
+            f"{counts['pneumonia']} pneumonia images called pneumonia; peak "
+            f"inside the lesion for {counts['hits']} = "
+            f"{synthetic.hit_rate(counts):.3f} ({kinds})")
+
+
+def latest_push(run_dir: str) -> str:
+  return max(glob.glob(os.path.join(run_dir, "serving", "cxr_binary_cnn_aug",
+                                    "*")),
+             key=lambda p: int(os.path.basename(p)))
+
+
+def reexport(run_dir: str, image_size: int, gradcam_layer: str) -> str:
+  """The latest pushed weights, exported again by today's signatures."""
+  restored = tf.saved_model.load(latest_push(run_dir))
+  model = models.build_model("cnn_aug", "binary", image_size)
+  by_name = {v.name: v for v in restored.model.variables}
+  for weight in model.weights:
+    weight.assign(by_name[weight.name])
+  graph = max(glob.glob(os.path.join(run_dir, "pipeline_root", "Transform",
+                                     "transform_graph", "*")),
+              key=os.path.getmtime)
+  out = os.path.join(run_dir, "reexported", gradcam_layer or "default")
+  signatures.export_serving_model(model, tft.TFTransformOutput(graph), out,
+                                  "binary", image_size, gradcam_layer or None)
+  return out
 
 
 if __name__ == "__main__":

@@ -317,8 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "Grad-CAM heat map over the image")
   predict.add_argument("--gradcam-method", choices=gradcam.METHODS,
                        default=gradcam.DEFAULT_METHOD,
-                       help="gradcam (the thesis's) or hirescam (keeps the "
-                       "gradient per location; see BENCHMARKS.md)")
+                       help="hirescam (default; keeps the gradient per "
+                       "location) or gradcam (the thesis's; see "
+                       "BENCHMARKS.md)")
   predict.add_argument("--timeout", type=float, default=30.0,
                        help="seconds per request")
   predict.set_defaults(func=_predict)

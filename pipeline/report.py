@@ -705,9 +705,10 @@ def _gradcam_blocks(task: str, name: str, result: summary_lib.ModelResult,
     logging.exception("Grad-CAM of %s failed", name)
     return [_Para(f"No Grad-CAM: it failed for {name}: {e}", css="note")]
   return [_Gallery(name, cards),
-          _Para("Each overlay is the model's own gradcam signature: the jet "
-                "heat map of the evidence for the predicted (here: true) "
-                "class, blended over the model's input.")]
+          _Para("Each overlay is the model's own gradcam signature "
+                f"({gradcam.DEFAULT_METHOD}): the jet heat map of the "
+                "evidence for the predicted (here: true) class, blended "
+                "over the model's input.")]
 
 
 def _header_blocks(task: str, run: summary_lib.RunSummary) -> list:

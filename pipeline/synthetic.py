@@ -213,12 +213,16 @@ def peak_in_boxes(heatmap: np.ndarray, boxes: List[List[int]],
                   image_size: int) -> bool:
   """Whether a square heat map's peak lies in a box of the original image.
 
-  The model saw the whole image resized to the heat map's size, so the
-  peak cell's centre scales back linearly.
+  The peak is the centre of the pixels at the maximum: an upsampled map can
+  hold its maximum on a plateau (beyond the outermost feature cell it is
+  flat), and argmax would pick the plateau's first pixel, an image edge.
+  The model saw the whole image resized to the heat map's size, so pixel
+  centres scale back linearly.
   """
-  y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-  cy = (y + 0.5) * image_size / heatmap.shape[0]
-  cx = (x + 0.5) * image_size / heatmap.shape[1]
+  heatmap = np.asarray(heatmap)
+  ys, xs = np.nonzero(heatmap >= heatmap.max() - 1e-6)
+  cy = (ys.mean() + 0.5) * image_size / heatmap.shape[0]
+  cx = (xs.mean() + 0.5) * image_size / heatmap.shape[1]
   return any(x0 <= cx <= x1 and y0 <= cy <= y1 for x0, y0, x1, y1 in boxes)
 
 

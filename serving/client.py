@@ -147,7 +147,7 @@ class Client:
               method: Optional[str] = None) -> Dict[str, np.ndarray]:
     """Grad-CAM of each image for class_index (default: its predicted class).
 
-    method: "gradcam" or "hirescam" (default: the signature's, gradcam).
+    method: "hirescam" or "gradcam" (default: the signature's, hirescam).
 
     Returns `probabilities` [N, C], `class_id` [N] (the class explained),
     `heatmap` [N, H, W] float32 in [0, 1] and `overlay_png` [N] PNG bytes.

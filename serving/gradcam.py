@@ -6,27 +6,46 @@ and by reports (eagerly on a trained Keras model):
   gradcam:  heatmap = normalize(ReLU(sum_k mean_hw(d score / d A_k) * A_k))
   hirescam: heatmap = normalize(ReLU(sum_k (d score / d A_k) * A_k))
 
-where A is the last convolutional feature map and `score` the probability
-of the explained class: the sigmoid output for class 1 of a binary model,
-its complement for class 0, the softmax output otherwise. The map is
-upsampled to the model's input size and scaled to [0, 1] per image.
+where A is the last convolutional feature map and `score` the explained
+class's logit, the output layer's input to its sigmoid or softmax, as in the
+Grad-CAM paper: z for class 1 of a binary model, -z (the logit of 1 - p)
+for class 0. For a sigmoid this is the gradient of the probability (the
+sigmoid output for class 1, its complement for class 0) divided by
+p (1 - p) > 0, which the normalisation cancels; but it does not vanish when
+a confident model's p rounds to 1 in float32, where the probability's
+gradient is exactly 0 and the map would be blank. The map is upsampled to
+the model's input size and scaled to [0, 1] per image.
+
+Upsampling puts each feature cell at the centre of its receptive field
+(feature_geometry), not spread evenly over the image as an image resize
+would: the thesis CNN's unpadded convolutions leave its conv4_1 cells
+covering pixels 24.5..64.5 of a 96-px input at a stride of 8, which a plain
+resize would stretch to 8..88 and so draw the evidence off the lesion.
 
 HiResCAM (Draelos & Carin 2020) keeps the gradient at each location instead
 of averaging it over the map. The thesis's models end in Flatten + Dense,
 which gives every location its own weights; averaging them away lets a
-location that pushed the score down still light up. Both come from the same
-gradient, so offering both costs one extra multiply.
+location that pushed the score down still light up. For a model that pools
+globally before its head the two are the same map. Both come from the same
+gradient, so offering both costs one extra multiply; HiResCAM is the
+default (DEFAULT_METHOD).
 """
 
+import dataclasses
+import math
 from typing import Optional, Tuple
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 OVERLAY_ALPHA = 0.4  # weight of the heat map over the X-ray
 METHODS = ("gradcam", "hirescam")
-DEFAULT_METHOD = "gradcam"  # the thesis's method
+# HiResCAM by default: on synthetic lesions it put the peak on the lesion
+# more often than Grad-CAM for every model measured (BENCHMARKS.md); the
+# thesis's Grad-CAM stays one input away.
+DEFAULT_METHOD = "hirescam"
 
 
 def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:
@@ -66,13 +85,31 @@ def find_target_layer(model: keras.Model) -> str:
 
 def gradcam_model(model: keras.Model,
                   layer_name: Optional[str] = None) -> keras.Model:
-  """A model with two outputs: the target feature map and the predictions."""
+  """A model with three outputs: the target feature map, the output layer's
+  input (for the logits) and the predictions."""
   layer = model.get_layer(layer_name or find_target_layer(model))
   if len(layer.output.shape) != 4:
     raise ValueError(f"Grad-CAM layer {layer.name} outputs shape "
                      f"{layer.output.shape}, not a [batch, h, w, channels] map")
-  return keras.Model(model.inputs, [layer.output, model.output],
+  head = model.layers[-1]
+  activation = getattr(head, "activation", None)
+  if not (isinstance(head, keras.layers.Dense) and activation in (
+      keras.activations.sigmoid, keras.activations.softmax)):
+    raise ValueError(f"Grad-CAM needs the model's last layer to be a Dense "
+                     f"layer with a sigmoid or softmax; {head.name} is a "
+                     f"{type(head).__name__}")
+  return keras.Model(model.inputs, [layer.output, head.input, model.output],
                      name=f"{model.name}_gradcam")
+
+
+def _logits(cam_model: keras.Model, head_input: tf.Tensor) -> tf.Tensor:
+  """[batch, classes]: the logit of every class (binary: [-z, z])."""
+  head = cam_model.get_layer(cam_model.output_names[-1])
+  logits = tf.matmul(tf.cast(head_input, tf.float32),
+                     tf.cast(head.kernel, tf.float32))
+  if head.use_bias:
+    logits += tf.cast(head.bias, tf.float32)
+  return tf.concat([-logits, logits], -1) if logits.shape[-1] == 1 else logits
 
 
 def gradcam(cam_model: keras.Model, images: tf.Tensor,
@@ -95,7 +132,7 @@ def gradcam(cam_model: keras.Model, images: tf.Tensor,
   """
   images = tf.convert_to_tensor(images, tf.float32)
   with tf.GradientTape() as tape:
-    feature_map, outputs = cam_model(images, training=False)
+    feature_map, head_input, outputs = cam_model(images, training=False)
     probabilities = class_probabilities(outputs)
     predicted = tf.argmax(probabilities, axis=-1)
     if class_index is None:
@@ -107,16 +144,126 @@ def gradcam(cam_model: keras.Model, images: tf.Tensor,
                          lambda: predicted)
     # Each image's score depends on its own feature map only (inference
     # mode), so one gradient of the sum gives every per-image gradient.
-    score = tf.gather(probabilities, class_id, batch_dims=1)
+    score = tf.gather(_logits(cam_model, head_input), class_id,
+                      batch_dims=1)
   grads = tf.cast(tape.gradient(score, feature_map), tf.float32)
   feature_map = tf.cast(feature_map, tf.float32)
   cam = tf.nn.relu(_weighted_map(feature_map, grads, method))
-  size = tf.shape(images)[1:3]
-  cam = tf.image.resize(cam[..., tf.newaxis], size, method="bilinear")[..., 0]
+  rows, cols = upsampling_matrices(cam_model)
+  cam = tf.einsum("yi,bij,xj->byx", rows, cam, cols)
   peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
   # A map with no positive evidence stays all zero instead of dividing by 0.
   heatmap = tf.math.divide_no_nan(cam, peak)
   return probabilities, class_id, tf.clip_by_value(heatmap, 0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+  """Where the cells of a feature map sit along one input axis.
+
+  Cell i's receptive field is centred on input pixel index
+  `start + i * stride`; `cells` is the feature map's length.
+  """
+  start: float
+  stride: float
+  cells: int
+
+  def interpolation(self, pixels: int) -> np.ndarray:
+    """[pixels, cells]: linear weights from cells to each input pixel.
+
+    Pixels beyond the first or last cell centre take that cell's value,
+    as an image resize clamps at its edges.
+    """
+    position = np.clip((np.arange(pixels) - self.start) / self.stride,
+                       0.0, self.cells - 1)
+    below = np.floor(position).astype(int)
+    above = np.minimum(below + 1, self.cells - 1)
+    weights = np.zeros((pixels, self.cells), np.float32)
+    weights[np.arange(pixels), below] += 1.0 - (position - below)
+    weights[np.arange(pixels), above] += position - below
+    return weights
+
+
+def uniform_axis(pixels: int, cells: int) -> Axis:
+  """Cells spread evenly over the image: what tf.image.resize assumes."""
+  return Axis(start=(pixels / cells - 1.0) / 2.0, stride=pixels / cells,
+              cells=cells)
+
+
+# Layers that move or scale the grid; every other layer must keep the
+# spatial size (activations, normalisation, Add, preprocessing ops).
+_WINDOWED = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
+             "AveragePooling2D")
+
+
+def feature_geometry(model: keras.Model,
+                     layer_name: str) -> Optional[Tuple[Axis, Axis]]:
+  """(rows, cols) geometry of a layer's output in the model's input pixels.
+
+  Receptive-field arithmetic along the layer's first-input path back to the
+  model input (branches that meet in an Add keep the same grid in every zoo
+  model). TF 2 has no public tool for this (tf.contrib.receptive_field went
+  with TF 1), hence these few lines. None when a layer on the path changes
+  the grid in a way not modelled here; callers then fall back to spreading
+  the cells evenly.
+  """
+  path = []
+  layer = model.get_layer(layer_name)
+  while not isinstance(layer, keras.layers.InputLayer):
+    path.append(layer)
+    inbound = layer._inbound_nodes[0].inbound_layers  # pylint: disable=protected-access
+    layer = inbound[0] if isinstance(inbound, (list, tuple)) else inbound
+  size = list(layer.output.shape[1:3])
+  start, stride = [0.0, 0.0], [1.0, 1.0]
+  for layer in reversed(path):
+    kind = type(layer).__name__
+    config = layer.get_config()
+    if kind in _WINDOWED:
+      kernel = config.get("kernel_size", config.get("pool_size"))
+      strides = config["strides"] or kernel
+      dilation = config.get("dilation_rate", (1, 1))
+      for axis in range(2):
+        span = (kernel[axis] - 1) * dilation[axis] + 1
+        if config["padding"] == "same":
+          out = math.ceil(size[axis] / strides[axis])
+          before = max((out - 1) * strides[axis] + span - size[axis], 0) // 2
+        else:
+          out = (size[axis] - span) // strides[axis] + 1
+          before = 0
+        start[axis] += stride[axis] * ((span - 1) / 2.0 - before)
+        stride[axis] *= strides[axis]
+        size[axis] = out
+    elif kind in ("ZeroPadding2D", "Cropping2D"):
+      edges = config["padding" if kind == "ZeroPadding2D" else "cropping"]
+      sign = 1 if kind == "ZeroPadding2D" else -1
+      for axis in range(2):
+        start[axis] -= sign * stride[axis] * edges[axis][0]
+        size[axis] += sign * (edges[axis][0] + edges[axis][1])
+    elif list(_spatial(layer.output)) != size:
+      logging.warning("Grad-CAM: %s (%s) changes the grid in a way not "
+                      "modelled; its cells are spread evenly instead",
+                      layer.name, kind)
+      return None
+  if size != list(_spatial(model.get_layer(layer_name).output)):
+    logging.warning("Grad-CAM: receptive-field arithmetic for %s gave %s; "
+                    "its cells are spread evenly instead", layer_name, size)
+    return None
+  return tuple(Axis(start[a], stride[a], size[a]) for a in range(2))
+
+
+def _spatial(tensor) -> Tuple[int, int]:
+  return tuple(tensor.shape[1:3])
+
+
+def upsampling_matrices(cam_model: keras.Model) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(rows [H, h], cols [W, w]): feature map -> input pixels, by geometry."""
+  pixels = _spatial(cam_model.inputs[0])
+  cells = _spatial(cam_model.outputs[0])
+  geometry = feature_geometry(cam_model, cam_model.output_names[0])
+  if geometry is None:
+    geometry = tuple(uniform_axis(p, c) for p, c in zip(pixels, cells))
+  return tuple(tf.constant(axis.interpolation(p))
+               for axis, p in zip(geometry, pixels))
 
 
 def _weighted_map(feature_map: tf.Tensor, grads: tf.Tensor,

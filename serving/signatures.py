@@ -7,7 +7,7 @@
   binary, [batch, classes] softmax for multiclass).
 * `gradcam`: encoded image bytes, an optional `class_index` [batch]
   (default: empty, each image's predicted class) and an optional `method`
-  string ("gradcam", the default, or "hirescam") -> `probabilities`,
+  string ("hirescam", the default, or "gradcam") -> `probabilities`,
   `class_id` (the class explained), `heatmap` float32 [batch, S, S] in
   [0, 1] at the model's input size, `overlay_png` (jet heat map blended at
   0.4 over the input, PNG bytes). The defaults are recorded in the

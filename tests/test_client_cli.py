@@ -177,7 +177,7 @@ def test_gradcam_fills_class_index_from_the_signature_default(served):
   explained = client.gradcam(BINARY, images, class_index=1)
   assert explained["class_id"].tolist() == [1, 1]
   assert "method" in signature.defaults
-  named = client.gradcam(BINARY, images, method="gradcam")
+  named = client.gradcam(BINARY, images, method="hirescam")
   np.testing.assert_allclose(named["heatmap"], out["heatmap"], atol=1e-6)
 
 

@@ -15,6 +15,7 @@ from tensorflow_transform.tf_metadata import schema_utils
 from components import image_layouts
 from components import models
 from components import transform
+from serving import gradcam
 from serving import signatures
 
 # The feature map Grad-CAM must explain: each architecture's last conv output.
@@ -78,23 +79,35 @@ def test_export_and_serve(name, task, transform_output, tmp_path):
   _check_gradcam(model, name, task, tmp_path, images, pixels)
 
 
-def _reference_gradcam(sub, image, class_id, method):
+def _reference_gradcam(sub, head, image, class_id, method):
   """Grad-CAM or HiResCAM of one image, written out eagerly with a tape.
 
-  sub: a Keras model with outputs [target feature map, predictions].
+  sub: a Keras model with outputs [target feature map, the input of the
+  model's output layer]; head: that Dense layer, whose logits are
+  differentiated (before its sigmoid or softmax).
   """
   with tf.GradientTape() as tape:
-    feature_map, out = sub(tf.cast(image[None], tf.float32), training=False)
-    if out.shape[-1] == 1:  # sigmoid: p for class 1, 1 - p for class 0
-      score = out[0, 0] if class_id == 1 else 1.0 - out[0, 0]
+    feature_map, head_input = sub(tf.cast(image[None], tf.float32),
+                                  training=False)
+    z = tf.matmul(head_input, head.kernel) + head.bias
+    if z.shape[-1] == 1:  # sigmoid: z for class 1, -z (logit of 1 - p) for 0
+      score = z[0, 0] if class_id == 1 else -z[0, 0]
     else:
-      score = out[0, class_id]
+      score = z[0, class_id]
   grads = tape.gradient(score, feature_map)[0].numpy()
   # Grad-CAM weighs each channel by its mean gradient; HiResCAM keeps the
   # gradient at every location.
   weights = grads.mean(axis=(0, 1)) if method == "gradcam" else grads
   cam = np.maximum((feature_map[0].numpy() * weights).sum(-1), 0.0)
-  cam = tf.image.resize(cam[..., None], [SIZE, SIZE]).numpy()[..., 0]
+  # Each cell at its receptive field's centre (the geometry is checked
+  # against real receptive fields in test_gradcam), linear in between.
+  rows, cols = gradcam.feature_geometry(sub, sub.output_names[0])
+  pixels = np.arange(SIZE)
+  cam = np.stack([np.interp(pixels, rows.start + rows.stride
+                            * np.arange(rows.cells), column)
+                  for column in cam.T], axis=1)
+  cam = np.stack([np.interp(pixels, cols.start + cols.stride
+                            * np.arange(cols.cells), row) for row in cam])
   return cam / cam.max() if cam.max() > 0 else cam
 
 
@@ -111,7 +124,7 @@ def _check_gradcam(model, name, task, export_dir, images, pixels):
   assert np.array_equal(out["class_id"].numpy(), predicted)
   nonzero = {"gradcam": 0, "hirescam": 0}
   layer = model.get_layer(GRADCAM_LAYERS[name])
-  sub = tf.keras.Model(model.inputs, [layer.output, model.output])
+  sub = tf.keras.Model(model.inputs, [layer.output, model.layers[-1].input])
   for method, class_id in itertools.product(nonzero, range(classes)):
     out = gradcam(images=images,
                   class_index=tf.constant([class_id] * 2, tf.int32),
@@ -120,7 +133,8 @@ def _check_gradcam(model, name, task, export_dir, images, pixels):
     assert heatmap.shape == (2, SIZE, SIZE) and heatmap.dtype == np.float32
     assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     for i in range(2):
-      expected = _reference_gradcam(sub, pixels[i].numpy(), class_id, method)
+      expected = _reference_gradcam(sub, model.layers[-1], pixels[i].numpy(),
+                                    class_id, method)
       assert np.abs(heatmap[i] - expected).max() < 1e-4, (
           name, method, class_id, i)
       nonzero[method] += expected.max() > 0

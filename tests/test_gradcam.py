@@ -64,3 +64,117 @@ def test_peak_in_boxes_scales_back_to_the_original_image():
   assert not synthetic.peak_in_boxes(heatmap, [[20, 70, 30, 80]], 100)
   assert synthetic.peak_in_boxes(heatmap, [[0, 0, 5, 5], [74, 24, 76, 26]],
                                  100)
+
+
+def test_a_peak_plateau_counts_at_its_centre_not_its_first_pixel():
+  heatmap = np.zeros((10, 10), np.float32)
+  heatmap[0:4, 0:4] = 1.0  # flat maximum over rows/cols 0-3: centre 2
+  assert synthetic.peak_in_boxes(heatmap, [[15, 15, 25, 25]], 100)
+  assert not synthetic.peak_in_boxes(heatmap, [[0, 0, 5, 5]], 100)
+
+
+@pytest.mark.parametrize("name, size, axis", [
+    # conv4_1 after unpadded 3x3 convs and three 2x2 pools (derived by hand)
+    ("cnn", 96, gradcam.Axis(24.5, 8.0, 6)),
+    # VGG16: 'same' convs, four 2x2 pools: an even tiling, as a resize assumes
+    ("vgg16", 64, gradcam.Axis(7.5, 16.0, 4)),
+])
+def test_feature_geometry_of_the_explained_layer(name, size, axis):
+  model = models.build_model(name, "binary", size)
+  layer = gradcam.find_target_layer(model)
+  assert gradcam.feature_geometry(model, layer) == (axis, axis)
+  if name == "vgg16":
+    assert axis == gradcam.uniform_axis(size, 4)
+
+
+# Inputs large enough for a whole receptive field (about 490 px for the
+# transfer bases) to fit around the central cell.
+@pytest.mark.parametrize("name, size", [
+    ("cnn", 96), ("mobilenet_v2", 512), ("resnet50_v2", 512)])
+def test_feature_geometry_matches_the_receptive_field(name, size):
+  """The arithmetic against the pixels a feature cell actually depends on.
+
+  With positive kernels, no biases, BatchNorm at its identity and a positive
+  input no ReLU is ever cut, so a cell's gradient is nonzero over its whole
+  receptive field (within the image). Max pooling would pass it to one input
+  per window only, so the probe copy averages instead: the same windows,
+  the same grid. An interior cell's field is symmetric about its centre.
+  """
+  rng = np.random.default_rng(0)
+
+  def average_pooling(layer):
+    if isinstance(layer, tf.keras.layers.MaxPooling2D):
+      return tf.keras.layers.AveragePooling2D.from_config(layer.get_config())
+    return layer.__class__.from_config(layer.get_config())
+
+  original = models.build_model(name, "binary", size)
+  layer = gradcam.find_target_layer(original)
+  rows, cols = gradcam.feature_geometry(original, layer)
+  model = tf.keras.models.clone_model(original,
+                                      clone_function=average_pooling)
+  for weight in model.weights:
+    if "depthwise_kernel" in weight.name:
+      # Mean half over the fan-in: each conv about halves its input, so
+      # residual sums never reach ReLU6's cap (MobileNetV2) and nothing
+      # underflows over ~50 layers.
+      weight.assign(rng.uniform(0.25, 0.75, weight.shape)
+                    / np.prod(weight.shape[:2]))
+    elif "kernel" in weight.name:
+      weight.assign(rng.uniform(0.25, 0.75, weight.shape)
+                    / np.prod(weight.shape[:-1]))
+    elif "bias" in weight.name or "beta" in weight.name:
+      weight.assign(tf.zeros(weight.shape))
+  feature = tf.keras.Model(model.inputs, model.get_layer(layer).output)
+  images = tf.constant(rng.uniform(128, 255, (1, size, size, 3)), tf.float32)
+  compared = 0
+  centre = (round((size / 2 - rows.start) / rows.stride),
+            round((size / 2 - cols.start) / cols.stride))
+  for i, j in [(1, 1), centre, (rows.cells - 2, cols.cells - 2)]:
+    with tf.GradientTape() as tape:
+      tape.watch(images)
+      cell = tf.reduce_sum(feature(images, training=False)[:, i, j, :])
+    support = np.abs(tape.gradient(cell, images).numpy()).sum((0, 3)) > 0
+    ys, xs = np.nonzero(support)
+    if ys.min() == 0 or xs.min() == 0 or ys.max() == size - 1 or (
+        xs.max() == size - 1):
+      continue  # the field runs off the image: its centre is not visible
+    assert (ys.min() + ys.max()) / 2 == rows.start + i * rows.stride
+    assert (xs.min() + xs.max()) / 2 == cols.start + j * cols.stride
+    compared += 1
+  assert compared, "every field ran off the image: nothing was compared"
+
+
+def test_even_geometry_upsamples_as_an_image_resize():
+  cam = np.random.default_rng(0).random((1, 4, 5)).astype(np.float32)
+  rows = gradcam.uniform_axis(64, 4).interpolation(64)
+  cols = gradcam.uniform_axis(80, 5).interpolation(80)
+  ours = np.einsum("yi,bij,xj->byx", rows, cam, cols)
+  resized = tf.image.resize(cam[..., None], [64, 80]).numpy()[..., 0]
+  assert np.abs(ours - resized).max() < 1e-6
+
+
+def test_a_saturated_prediction_still_gets_a_map():
+  """p rounds to 1.0 in float32, so d p / d A is exactly 0; the logit's
+  gradient is not, and does not depend on the output bias at all: the maps
+  of a saturated model equal those of the same model unsaturated."""
+  model = models.build_model("cnn", "binary", 58)
+  cam_model = gradcam.gradcam_model(model)
+  images = tf.random.stateless_uniform([4, 58, 58, 3], [1, 2], 0, 255)
+  classes = tf.constant([0, 1, 0, 1])
+  maps = {}
+  for bias in (0.0, 60.0):
+    model.get_layer("predictions").bias.assign([bias])
+    _, _, maps[bias] = gradcam.gradcam(cam_model, images, classes,
+                                       "hirescam")
+  assert np.all(model(images).numpy() == 1.0)  # saturated at bias 60
+  assert maps[0.0].numpy().max() == 1.0, "no evidence at all: nothing shown"
+  np.testing.assert_allclose(maps[60.0], maps[0.0], atol=1e-6)
+
+
+def test_the_output_layer_must_be_a_dense_sigmoid_or_softmax():
+  inputs = tf.keras.Input((58, 58, 3))
+  x = tf.keras.layers.Conv2D(4, 3, name="conv")(inputs)
+  x = tf.keras.layers.Flatten()(tf.keras.layers.GlobalMaxPooling2D()(x)[:, None, None])
+  outputs = tf.keras.layers.Dense(2, name="linear_head")(x)
+  with pytest.raises(ValueError, match="linear_head"):
+    gradcam.gradcam_model(tf.keras.Model(inputs, outputs), "conv")
