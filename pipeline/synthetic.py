@@ -220,6 +220,8 @@ def peak_in_boxes(heatmap: np.ndarray, boxes: List[List[int]],
   centres scale back linearly.
   """
   heatmap = np.asarray(heatmap)
+  if heatmap.max() <= 0:
+    return False  # a blank map shows no evidence anywhere
   ys, xs = np.nonzero(heatmap >= heatmap.max() - 1e-6)
   cy = (ys.mean() + 0.5) * image_size / heatmap.shape[0]
   cx = (xs.mean() + 0.5) * image_size / heatmap.shape[1]

@@ -71,6 +71,9 @@ def test_a_peak_plateau_counts_at_its_centre_not_its_first_pixel():
   heatmap[0:4, 0:4] = 1.0  # flat maximum over rows/cols 0-3: centre 2
   assert synthetic.peak_in_boxes(heatmap, [[15, 15, 25, 25]], 100)
   assert not synthetic.peak_in_boxes(heatmap, [[0, 0, 5, 5]], 100)
+  # A blank map has no peak: never a hit, even with the box at its centre.
+  assert not synthetic.peak_in_boxes(np.zeros((10, 10)), [[0, 0, 100, 100]],
+                                     100)
 
 
 @pytest.mark.parametrize("name, size, axis", [
