@@ -62,6 +62,7 @@ def main():
     settings = pipeline_lib.TrainingSettings(
         models=("cnn_aug",), image_size=args.image_size, epochs=args.epochs,
         batch_size=16, seed=args.seed, min_accuracy=0.5, min_auc=0.5,
+        min_recall=0.0,
         gradcam_layer=args.gradcam_layer)
     start = time.perf_counter()
     runner.run(data, "binary", run_dir, settings, enable_cache=False)

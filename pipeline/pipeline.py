@@ -43,9 +43,14 @@ class TrainingSettings:
   xla: bool = False
   restore_best_epoch: bool = True
   gradcam_layer: str = ""  # "": the last convolutional feature map
+  # Blessing floors on the test split. The binary ones sit below every
+  # real-data cnn_aug run measured (AUC 0.968-0.977, sensitivity
+  # 0.919-0.971 at 128 px, BENCHMARKS.md): a model under them is worse than
+  # ten CPU epochs give. Accuracy gates both tasks (the thesis's 3-class
+  # model reached 0.821).
   min_accuracy: float = 0.75
-  min_auc: float = 0.85
-  min_recall: float = 0.0  # sensitivity floor, binary task
+  min_auc: float = 0.95  # binary task
+  min_recall: float = 0.90  # sensitivity, binary task
 
 
 # TrainingSettings fields that are not the Trainer's (its custom_config).

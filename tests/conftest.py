@@ -84,7 +84,7 @@ def synthetic_pipeline(tmp_path_factory):
       models=(SYNTHETIC_PIPELINE["model"],),
       image_size=SYNTHETIC_PIPELINE["image_size"],
       epochs=SYNTHETIC_PIPELINE["epochs"], batch_size=16, seed=7,
-      min_accuracy=0.0, min_auc=0.0)
+      min_accuracy=0.0, min_auc=0.0, min_recall=0.0)
   runner.run(data, "binary", out, settings)
   serving = runner.output_paths(out)["serving"]
   model_name = pipeline_lib.serving_model_name("binary",

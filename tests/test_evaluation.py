@@ -84,7 +84,7 @@ def _binary_test_counts(data):
 
 CROSS_SETTINGS = pipeline_lib.TrainingSettings(
     models=("cnn",), image_size=58, epochs=1, batch_size=8, min_accuracy=0.0,
-    min_auc=0.0)
+    min_auc=0.0, min_recall=0.0)
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass"])
