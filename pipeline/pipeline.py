@@ -14,9 +14,11 @@ from typing import List, Optional, Tuple
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
 from components import image_example_gen
 from components import models as models_lib
+from components import pusher
 from components import transform
 from components import validation_gate
 from pipeline import eval_config
@@ -129,6 +131,8 @@ def _model_branch(model: str, task: str, settings: TrainingSettings,
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=os.path.join(
                   serving_base, serving_model_name(task, model)))),
+      # TFX's Pusher, but a model already served is not pushed again.
+      custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
   ).with_id(node_id("Pusher", model))
   return nodes + [pusher]
 

@@ -106,6 +106,10 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
       "ExampleValidator", "DataValidationGate", "Transform", "Trainer_cnn"}
   assert rerun.states["Evaluator_cnn"] == "COMPLETE"
   assert rerun.models["cnn"].blessed
+  # The same model is not pushed again: the run records the version that
+  # already serves it.
+  assert os.listdir(model_dir) == versions
+  assert rerun.models["cnn"].pushed_model == cnn.pushed_model
   pushed_versions = set(os.listdir(model_dir))
 
   # A floor no model can reach: not blessed, not pushed, and the summary
