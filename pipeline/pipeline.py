@@ -18,7 +18,7 @@ from tfx.dsl.components.base import executor_spec
 
 from components import image_example_gen
 from components import models as models_lib
-from components import pusher
+from components import pusher as pusher_lib
 from components import transform
 from components import validation_gate
 from pipeline import eval_config
@@ -132,7 +132,7 @@ def _model_branch(model: str, task: str, settings: TrainingSettings,
               base_directory=os.path.join(
                   serving_base, serving_model_name(task, model)))),
       # TFX's Pusher, but a model already served is not pushed again.
-      custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
+      custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_lib.Executor),
   ).with_id(node_id("Pusher", model))
   return nodes + [pusher]
 
