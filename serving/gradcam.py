@@ -211,7 +211,8 @@ def feature_geometry(model: keras.Model,
   layer = model.get_layer(layer_name)
   while not isinstance(layer, keras.layers.InputLayer):
     path.append(layer)
-    inbound = layer._inbound_nodes[0].inbound_layers  # pylint: disable=protected-access
+    node = layer._inbound_nodes[0]  # pylint: disable=protected-access
+    inbound = node.inbound_layers
     layer = inbound[0] if isinstance(inbound, (list, tuple)) else inbound
   size = list(layer.output.shape[1:3])
   start, stride = [0.0, 0.0], [1.0, 1.0]
