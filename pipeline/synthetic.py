@@ -22,6 +22,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image
 
+from components import image_layouts
+
 KINDS = ("normal", "bacterial", "viral")
 LESIONS_FILE = "lesions.json"
 # Share of patients per kind; Kermany is about 1 normal : 2.9 pneumonia, but a
@@ -256,7 +258,7 @@ def lesion_hits(data_dir: str, explain, split: str = "test",
       if int(class_id) == pneumonia_class:
         hit = int(peak_in_boxes(np.asarray(heatmap), boxes, size))
         kind = counts["kinds"].setdefault(
-            "viral" if "_virus_" in rel else "bacterial",
+            image_layouts.diagnosis_from_file_name(rel),
             {"explained": 0, "hits": 0})
         for c in (counts, kind):
           c["explained"] += 1
