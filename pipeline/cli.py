@@ -315,11 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument("--gradcam", metavar="OUT_DIR",
                        help="also write OUT_DIR/<image>_gradcam.png, the "
                        "Grad-CAM heat map over the image")
+  # No default here: the signature's own (hirescam) applies, and models
+  # exported before the method input existed still answer.
   predict.add_argument("--gradcam-method", choices=gradcam.METHODS,
-                       default=gradcam.DEFAULT_METHOD,
-                       help="hirescam (default; keeps the gradient per "
-                       "location) or gradcam (the thesis's; see "
-                       "BENCHMARKS.md)")
+                       help="hirescam (the signature's default; keeps the "
+                       "gradient per location) or gradcam (the thesis's; "
+                       "see BENCHMARKS.md)")
   predict.add_argument("--timeout", type=float, default=30.0,
                        help="seconds per request")
   predict.set_defaults(func=_predict)
