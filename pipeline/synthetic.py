@@ -17,7 +17,7 @@ import dataclasses
 import io
 import json
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -211,22 +211,40 @@ def load_lesions(data_dir: str) -> Dict[str, List[List[int]]]:
     return json.load(f)["boxes"]
 
 
+def heatmap_peak(heatmap: np.ndarray) -> Optional[Tuple[int, int]]:
+  """(row, col) of a heat map's peak: its maximum pixel nearest the centre.
+
+  The map is measured only at the feature cells' receptive-field centres and
+  interpolated between them, so inside the grid a maximum sits on a cell
+  centre; beyond the outermost cells it is held flat out to the image edge.
+  When the strongest cell is an outer one the maximum is a plateau from that
+  cell's centre to the edge, and of all its pixels only the innermost is
+  where the evidence was measured (the plateau's middle lies in the
+  extrapolated margin; argmax's first pixel in an image corner). None for a
+  blank map, which shows no evidence anywhere.
+  """
+  heatmap = np.asarray(heatmap)
+  if heatmap.max() <= 0:
+    return None
+  ys, xs = np.nonzero(heatmap >= heatmap.max() - 1e-6)
+  height, width = heatmap.shape
+  inner = np.argmin((ys + 0.5 - height / 2) ** 2 + (xs + 0.5 - width / 2) ** 2)
+  return int(ys[inner]), int(xs[inner])
+
+
 def peak_in_boxes(heatmap: np.ndarray, boxes: List[List[int]],
                   image_size: int) -> bool:
   """Whether a square heat map's peak lies in a box of the original image.
 
-  The peak is the centre of the pixels at the maximum: an upsampled map can
-  hold its maximum on a plateau (beyond the outermost feature cell it is
-  flat), and argmax would pick the plateau's first pixel, an image edge.
   The model saw the whole image resized to the heat map's size, so pixel
-  centres scale back linearly.
+  centres scale back linearly. A blank map is never a hit.
   """
   heatmap = np.asarray(heatmap)
-  if heatmap.max() <= 0:
-    return False  # a blank map shows no evidence anywhere
-  ys, xs = np.nonzero(heatmap >= heatmap.max() - 1e-6)
-  cy = (ys.mean() + 0.5) * image_size / heatmap.shape[0]
-  cx = (xs.mean() + 0.5) * image_size / heatmap.shape[1]
+  peak = heatmap_peak(heatmap)
+  if peak is None:
+    return False
+  cy = (peak[0] + 0.5) * image_size / heatmap.shape[0]
+  cx = (peak[1] + 0.5) * image_size / heatmap.shape[1]
   return any(x0 <= cx <= x1 and y0 <= cy <= y1 for x0, y0, x1, y1 in boxes)
 
 

@@ -66,14 +66,41 @@ def test_peak_in_boxes_scales_back_to_the_original_image():
                                  100)
 
 
-def test_a_peak_plateau_counts_at_its_centre_not_its_first_pixel():
+def test_a_peak_plateau_counts_at_its_innermost_pixel():
+  # An outer cell's value held flat to the image edge (columns 7-9): the
+  # evidence was measured at the cell's centre, column 7 -> 75 px, not at
+  # the plateau's middle (85 px) nor at argmax's first pixel.
   heatmap = np.zeros((10, 10), np.float32)
-  heatmap[0:4, 0:4] = 1.0  # flat maximum over rows/cols 0-3: centre 2
-  assert synthetic.peak_in_boxes(heatmap, [[15, 15, 25, 25]], 100)
-  assert not synthetic.peak_in_boxes(heatmap, [[0, 0, 5, 5]], 100)
+  heatmap[4, 7:] = 1.0
+  assert synthetic.peak_in_boxes(heatmap, [[70, 40, 80, 50]], 100)
+  assert not synthetic.peak_in_boxes(heatmap, [[81, 40, 100, 50]], 100)
+  # A corner cell's plateau: its innermost pixel (3, 3) -> 35 px.
+  heatmap = np.zeros((10, 10), np.float32)
+  heatmap[0:4, 0:4] = 1.0
+  assert synthetic.peak_in_boxes(heatmap, [[30, 30, 40, 40]], 100)
+  assert not synthetic.peak_in_boxes(heatmap, [[0, 0, 29, 29]], 100)
   # A blank map has no peak: never a hit, even with the box at its centre.
   assert not synthetic.peak_in_boxes(np.zeros((10, 10)), [[0, 0, 100, 100]],
                                      100)
+
+
+def test_the_peak_of_each_upsampled_cell_is_its_receptive_field_centre():
+  # The thesis CNN at 96 px: a 6 x 6 conv4_1 map whose cells sit at 24.5 ..
+  # 64.5; light one cell at a time, upsample as the signature does, and the
+  # peak must land within half a pixel of that cell's centre, the outer
+  # cells included (their value is held flat out to the image edge).
+  model = models.build_model("cnn_aug", "binary", 96)
+  cam_model = gradcam.gradcam_model(model)
+  rows, cols = (m.numpy() for m in gradcam.upsampling_matrices(cam_model))
+  row_axis, col_axis = gradcam.feature_geometry(cam_model, "conv4_1")
+  assert (row_axis.cells, col_axis.cells) == (6, 6)
+  for i in range(6):
+    for j in range(6):
+      cells = np.full((6, 6), 0.2, np.float32)
+      cells[i, j] = 1.0
+      peak = synthetic.heatmap_peak(rows @ cells @ cols.T)
+      assert abs(peak[0] - (row_axis.start + i * row_axis.stride)) <= 0.5
+      assert abs(peak[1] - (col_axis.start + j * col_axis.stride)) <= 0.5
 
 
 @pytest.mark.parametrize("name, size, axis", [
