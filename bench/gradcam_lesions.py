@@ -70,9 +70,10 @@ def main():
     pushed = latest_push(run_dir)
   model = tf.saved_model.load(pushed)
   signature = model.signatures[signatures.GRADCAM]
+  trained = ("weights of the earlier run, re-exported" if args.reexport
+             else f"epochs={args.epochs}: pipeline {seconds:.0f} s")
   print(f"n={args.n} size={args.size} image_size={args.image_size} "
-        f"epochs={args.epochs} layer={args.gradcam_layer or 'default'}: "
-        f"pipeline {seconds:.0f} s")
+        f"layer={args.gradcam_layer or 'default'}, {trained}")
   test_sets = {"the run's test split": data}
   if args.fresh_test:
     fresh = os.path.join(args.out, f"fresh-test-{args.fresh_test}")
