@@ -8,6 +8,7 @@ Presets:
   class-weight  cnn_aug at 128 px without and with balanced class weights,
                 side by side, for the binary (10 epochs) and the 3-class
                 (20 epochs) data sets; the numbers behind the default
+                (class-weight-binary / class-weight-multiclass: one pair)
 
 Each run is `cxr run` in its own process (wall time includes ingestion,
 Transform, evaluation); its test metrics are read back from ML Metadata and
@@ -39,16 +40,19 @@ MODEL = "cnn_aug"
 
 
 def presets(epochs):
-  return {
+  table = {
       "binary-224": [
           dict(name="binary-224", task="binary", size=224,
                epochs=epochs or 30, class_weight="none")],
-      "class-weight": [
-          dict(name=f"{task}-128-{weight}", task=task, size=128,
-               epochs=epochs or n, class_weight=weight)
-          for task, n in (("binary", 10), ("multiclass", 20))
-          for weight in ("none", "balanced")],
   }
+  for task, n in (("binary", 10), ("multiclass", 20)):
+    table[f"class-weight-{task}"] = [
+        dict(name=f"{task}-128-{weight}", task=task, size=128,
+             epochs=epochs or n, class_weight=weight)
+        for weight in ("none", "balanced")]
+  table["class-weight"] = (table["class-weight-binary"]
+                           + table["class-weight-multiclass"])
+  return table
 
 
 def run_one(spec, out_root):
