@@ -19,13 +19,20 @@ SHEAR_DEG = 0.2
 ZOOM = 0.3
 
 
-def random_affine(batch: tf.Tensor, height: int, width: int) -> tf.Tensor:
+def random_affine(batch: tf.Tensor, height: int, width: int,
+                  seed=None) -> tf.Tensor:
   """[batch, 8] projective transforms mapping output to input pixels.
 
-  Draws from the global seed (`keras.utils.set_random_seed` in the Trainer).
+  seed: None draws from the global seed with stateful ops, repeatable only
+  when the calls run in a fixed order; a [2] int tensor draws statelessly,
+  the same transforms for the same seed wherever and whenever it runs.
   """
+  seeds = None if seed is None else iter(tf.unstack(tf.random.split(seed, 7)))
+
   def uniform(low, high):
-    return tf.random.uniform([batch], low, high)
+    if seeds is None:
+      return tf.random.uniform([batch], low, high)
+    return tf.random.stateless_uniform([batch], next(seeds), low, high)
 
   theta = uniform(-ROTATION_DEG, ROTATION_DEG) * (math.pi / 180)
   shear = uniform(-SHEAR_DEG, SHEAR_DEG) * (math.pi / 180)
@@ -49,11 +56,14 @@ def random_affine(batch: tf.Tensor, height: int, width: int) -> tf.Tensor:
   return tf.stack([a00, a01, a02, a10, a11, a12, zeros, zeros], axis=1)
 
 
-def augment_images(images: tf.Tensor) -> tf.Tensor:
-  """Float [batch, H, W, C] -> the same, each image randomly transformed."""
+def augment_images(images: tf.Tensor, seed=None) -> tf.Tensor:
+  """Float [batch, H, W, C] -> the same, each image randomly transformed.
+
+  seed: as in random_affine.
+  """
   shape = tf.shape(images)
   height, width = images.shape[1], images.shape[2]
-  transforms = random_affine(shape[0], height, width)
+  transforms = random_affine(shape[0], height, width, seed)
   return tf.raw_ops.ImageProjectiveTransformV3(
       images=images, transforms=transforms, output_shape=shape[1:3],
       fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")

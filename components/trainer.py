@@ -75,17 +75,34 @@ def input_fn(file_pattern, data_accessor: tfx.components.DataAccessor,
           num_epochs=1, shuffle=train, shuffle_seed=seed,
           shuffle_buffer_size=1024 if train else 1),
       tf_transform_output.transformed_metadata.schema)
+  return training_batches(dataset, image_size, train, augmented, seed)
 
-  def to_images(features, label):
+
+def training_batches(dataset: tf.data.Dataset, image_size: int, train: bool,
+                     augmented: bool, seed: int) -> tf.data.Dataset:
+  """(Transform features, label) batches -> (pixels, label) batches."""
+
+  def to_images(features, label, batch_seed=None):
     images = transform.image_from_transformed(features[transform.PIXELS_KEY],
                                               image_size)
     images = tf.cast(images, tf.float32)
-    if train and augmented:
-      images = augment.augment_images(images)
+    if batch_seed is not None:
+      images = augment.augment_images(images, batch_seed)
     return images, tf.reshape(label, [-1])
 
-  return dataset.map(to_images, num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=not train).prefetch(tf.data.AUTOTUNE)
+  if train and augmented:
+    # One stateless seed per batch from a seeded stream that moves on every
+    # epoch: the same transforms run after run. Stateful random ops in a
+    # parallel map hand out their draws in scheduling order, which made
+    # training differ between runs of the same seed.
+    seeds = tf.data.Dataset.random(
+        seed=seed, rerandomize_each_iteration=True).batch(2)
+    dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+        lambda batch, batch_seed: to_images(*batch, batch_seed),
+        num_parallel_calls=tf.data.AUTOTUNE)
+  else:
+    dataset = dataset.map(to_images, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 class _EpochTimer(tf.keras.callbacks.Callback):

@@ -55,6 +55,17 @@ def test_augmentation_transforms_each_image_differently():
   assert len({o.tobytes() for o in out}) == len(out)
 
 
+def test_seeded_augmentation_depends_on_the_seed_only():
+  images = tf.constant(np.random.default_rng(0).uniform(
+      0, 255, (4, 32, 32, 3)).astype(np.float32))
+  first = augment.augment_images(images, tf.constant([3, 4])).numpy()
+  tf.random.uniform([7])  # moves the global generator: must not matter
+  again = augment.augment_images(images, tf.constant([3, 4])).numpy()
+  other = augment.augment_images(images, tf.constant([3, 5])).numpy()
+  np.testing.assert_array_equal(first, again)
+  assert not np.array_equal(first, other)
+
+
 def test_augmentation_matrix_is_identity_at_zero_ranges(monkeypatch):
   for name in ("ROTATION_DEG", "SHIFT", "SHEAR_DEG", "ZOOM"):
     monkeypatch.setattr(augment, name, 0.0)

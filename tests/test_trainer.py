@@ -1,4 +1,5 @@
-"""Trainer pieces: class weights, training phases, mixed precision."""
+"""Trainer pieces: class weights, training phases, mixed precision, the
+repeatable augmented input."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import tensorflow as tf
 
 from components import models
 from components import trainer
+from components import transform
 
 
 def test_balanced_class_weights(tmp_path):
@@ -67,3 +69,30 @@ def test_cpu_strategy_without_gpu():
                       tf.distribute.MirroredStrategy)
   else:
     assert trainer.distribution_strategy() is tf.distribute.get_strategy()
+
+
+def _transformed_batches(n=24, size=16):
+  """Transform-output-like batches: serialized uint8 images and labels."""
+  rng = np.random.default_rng(0)
+  pixels = [tf.io.serialize_tensor(tf.constant(
+      rng.integers(0, 256, (size, size, 3), dtype=np.uint8))).numpy()
+            for _ in range(n)]
+  return tf.data.Dataset.from_tensor_slices(
+      ({transform.PIXELS_KEY: np.array(pixels).reshape(-1, 1)},
+       np.arange(n) % 2)).batch(4)
+
+
+def _two_epochs(seed):
+  batches = trainer.training_batches(_transformed_batches(), 16, train=True,
+                                     augmented=True, seed=seed)
+  return [np.stack([images.numpy() for images, _ in batches])
+          for _ in range(2)]
+
+
+def test_augmented_input_repeats_run_after_run_and_moves_on_each_epoch():
+  first, again = _two_epochs(7), _two_epochs(7)
+  for epoch in range(2):
+    np.testing.assert_array_equal(first[epoch], again[epoch])
+  assert first[0].shape == (6, 4, 16, 16, 3)
+  assert not np.array_equal(first[0], first[1])
+  assert not np.array_equal(first[0], _two_epochs(8)[0])
