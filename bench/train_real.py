@@ -1,6 +1,7 @@
 """Training on the real chest X-rays: whole pipeline runs, one after another.
 
   .venv/bin/python bench/train_real.py PRESET [--out DIR] [--epochs N]
+                                          [--learning-rate LR]
 
 Presets:
   binary-224    cnn_aug, binary, ../shared/data/chest_xray at 224 px (the
@@ -9,6 +10,9 @@ Presets:
                 side by side, for the binary (10 epochs) and the 3-class
                 (20 epochs) data sets; the numbers behind the default
                 (class-weight-binary / class-weight-multiclass: one pair)
+
+--learning-rate overrides the thesis's RMSprop 5e-4 (the Trainer's default);
+the run's name then carries it (binary-224-lr0.0002).
 
 Each run is `cxr run` in its own process (wall time includes ingestion,
 Transform, evaluation); its test metrics are read back from ML Metadata and
@@ -39,7 +43,7 @@ DATA = {
 MODEL = "cnn_aug"
 
 
-def presets(epochs):
+def presets(epochs, learning_rate=None):
   table = {
       "binary-224": [
           dict(name="binary-224", task="binary", size=224,
@@ -52,6 +56,11 @@ def presets(epochs):
         for weight in ("none", "balanced")]
   table["class-weight"] = (table["class-weight-binary"]
                            + table["class-weight-multiclass"])
+  if learning_rate:
+    table = {preset: [dict(spec, learning_rate=learning_rate,
+                           name=f"{spec['name']}-lr{learning_rate:g}")
+                      for spec in specs]
+             for preset, specs in table.items()}
   return table
 
 
@@ -63,6 +72,8 @@ def run_one(spec, out_root):
              "--image-size", str(spec["size"]), "--epochs",
              str(spec["epochs"]), "--class-weight", spec["class_weight"],
              "--no-cache"]
+  if spec.get("learning_rate"):
+    command += ["--learning-rate", str(spec["learning_rate"])]
   print("$", " ".join(command), flush=True)
   start = time.perf_counter()
   with open(out + ".log", "w") as log:
@@ -107,10 +118,11 @@ def main():
   parser.add_argument("preset", choices=sorted(presets(None)))
   parser.add_argument("--out", default=os.path.join(REPO, "build", "bench"))
   parser.add_argument("--epochs", type=int, default=None)
+  parser.add_argument("--learning-rate", type=float, default=None)
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
   rows = []
-  for spec in presets(args.epochs)[args.preset]:
+  for spec in presets(args.epochs, args.learning_rate)[args.preset]:
     result = run_one(spec, args.out)
     with open(os.path.join(args.out, "results.jsonl"), "a") as f:
       f.write(json.dumps(result) + "\n")
