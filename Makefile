@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= build/demo-data
 DEMO_OUT ?= build/demo
 
-.PHONY: install browser demo test bench clean
+.PHONY: install browser demo test clean
 
 install: $(VENV)/.installed
 
