@@ -230,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument("--image-size", type=int, default=defaults.image_size)
   run.add_argument("--batch-size", type=int, default=defaults.batch_size)
   run.add_argument("--learning-rate", type=float,
-                   default=defaults.learning_rate)
+                   default=defaults.learning_rate,
+                   help="RMSprop's (default %(default)g, the thesis's); "
+                   "cnn_aug at 224 px learned far better at 2e-4 "
+                   "(BENCHMARKS.md)")
   run.add_argument("--seed", type=int, default=defaults.seed)
   run.add_argument("--class-weight", choices=("none", "balanced"),
                    default=defaults.class_weight,
