@@ -31,6 +31,17 @@ TF_EXAMPLE = "serving_tf_example"
 GRADCAM = "gradcam"
 
 
+def _unless_empty(batch: tf.Tensor, compute, empty):
+  """compute() for a batch with images, empty() (zero rows) for none.
+
+  An empty batch must answer an empty result, as TF Serving's own models
+  do, but the oneDNN convolution kernels TensorFlow uses on many CPUs reject
+  a zero-size batch instead of returning nothing, so the model is not run
+  on one.
+  """
+  return tf.cond(tf.shape(batch)[0] > 0, compute, empty)
+
+
 class _Exporter(tf.Module):
   """Holds the model and the Transform layer so both are saved and tracked."""
 
@@ -42,6 +53,7 @@ class _Exporter(tf.Module):
     self.tft_layer = tf_transform_output.transform_features_layer()
     self._image_size = image_size
     self._class_names = tf.constant(CLASS_NAMES[task])
+    self._classes = len(CLASS_NAMES[task])
 
   def _images(self, encoded: tf.Tensor) -> tf.Tensor:
     """Encoded bytes -> uint8 [batch, S, S, 3] through the Transform graph."""
@@ -50,8 +62,11 @@ class _Exporter(tf.Module):
     return transform.image_from_transformed(pixels, self._image_size)
 
   def _predict_encoded(self, encoded: tf.Tensor) -> tf.Tensor:
-    images = self._images(encoded)
-    return self.model(tf.cast(images, tf.float32), training=False)
+    images = tf.cast(self._images(encoded), tf.float32)
+    output = self.model.output
+    return _unless_empty(
+        images, lambda: self.model(images, training=False),
+        lambda: tf.zeros([0] + output.shape[1:], output.dtype))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
                                               name="images")])
@@ -77,8 +92,13 @@ class _Exporter(tf.Module):
                     method=tf.constant(gradcam.DEFAULT_METHOD)):
     # The default arguments become SignatureDef.defaults on save.
     pixels = self._images(images)
-    probabilities, class_id, heatmap = gradcam.gradcam(
-        self.cam_model, tf.cast(pixels, tf.float32), class_index, method)
+    size, classes = self._image_size, self._classes
+    probabilities, class_id, heatmap = _unless_empty(
+        pixels,
+        lambda: gradcam.gradcam(self.cam_model, tf.cast(pixels, tf.float32),
+                                class_index, method),
+        lambda: (tf.zeros([0, classes]), tf.zeros([0], tf.int64),
+                 tf.zeros([0, size, size])))
     return {"probabilities": probabilities, "class_id": class_id,
             "heatmap": heatmap,
             "overlay_png": gradcam.overlay_png(pixels, heatmap)}
