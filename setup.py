@@ -11,9 +11,11 @@ setuptools.setup(
     description=("TFX pipeline that detects pneumonia in chest X-rays and "
                  "serves its models through TF Serving"),
     python_requires=">=3.9,<3.11",
-    packages=setuptools.find_packages(
-        include=["pipeline", "components", "schema", "serving", "kubeflow"]),
-    package_data={"schema": ["*/schema.pbtxt"]},
+    packages=setuptools.find_packages(include=[
+        f"{package}{sub}" for package in
+        ("pipeline", "components", "schema", "serving", "kubeflow")
+        for sub in ("", ".*")]),
+    package_data={"schema": ["*/schema.pbtxt"], "pipeline.report": ["*.css"]},
     install_requires=[
         "tfx[kfp]==1.16.0",
         "tensorflow==2.16.2",

@@ -1,7 +1,3 @@
 """Pipeline factory, runners and the `cxr` command line."""
 
-import os
-
-# TFT 1.16 builds tf-keras models and Keras 3 cannot save SavedModels the way
-# the pipeline needs: select Keras 2 before anything imports TensorFlow.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import schema  # noqa: F401  (first: it selects Keras 2 before TensorFlow loads)

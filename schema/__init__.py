@@ -1,6 +1,17 @@
-"""Curated data schemas, one per task, imported into the pipeline with ImportSchemaGen."""
+"""The project's contract: what every other package agrees on.
+
+contract.py names the data (features, tasks, classes, signatures),
+layout.py where things live, settings.py every setting; the curated data
+schemas, one per task (<task>/schema.pbtxt), are imported into the pipeline
+with ImportSchemaGen. Every package of the project imports this one first.
+"""
 
 import os
+
+# TFT 1.16 builds tf-keras models, and Keras 3 cannot save the SavedModels
+# the pipeline needs: select Keras 2 before anything imports TensorFlow.
+# Each package's __init__ imports this package, so this runs first.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 

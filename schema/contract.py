@@ -1,0 +1,77 @@
+"""The data contract: every name that ingestion, training, evaluation, the
+exported model and its clients agree on.
+
+The schema files beside this module (schema/<task>/schema.pbtxt) are the
+same contract as data; this is its code face. Nothing here imports anything,
+so every package of the project, the serving runtime included, may import it.
+"""
+
+from typing import Dict, Tuple
+
+# Tasks and their classes. A diagnosis is independent of the task;
+# `pneumonia` means "pneumonia of unknown kind".
+BINARY, MULTICLASS = "binary", "multiclass"
+TASKS: Tuple[str, ...] = (BINARY, MULTICLASS)
+NORMAL, BACTERIAL, VIRAL, PNEUMONIA = ("normal", "bacterial", "viral",
+                                       "pneumonia")
+# What an image shows, as the synthetic generator draws it and the 3-class
+# task names its classes.
+KINDS: Tuple[str, ...] = (NORMAL, BACTERIAL, VIRAL)
+CLASS_NAMES: Dict[str, Tuple[str, ...]] = {
+    BINARY: (NORMAL, PNEUMONIA),
+    MULTICLASS: KINDS,
+}
+# The class a binary model's sigmoid output is the probability of.
+POSITIVE_CLASS = CLASS_NAMES[BINARY].index(PNEUMONIA)
+
+
+def check_task(task: str) -> str:
+  """task, if it is one of TASKS; else ValueError."""
+  if task not in TASKS:
+    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+  return task
+
+
+def class_count(task: str) -> int:
+  return len(CLASS_NAMES[check_task(task)])
+
+
+# Features of an ingested tf.Example (schema/<task>/schema.pbtxt).
+IMAGE_KEY = "image"  # the encoded file bytes, as read
+LABEL_KEY = "label"  # class index in the task's CLASS_NAMES
+LABEL_NAME_KEY = "label_name"
+DIAGNOSIS_KEY = "diagnosis"
+SOURCE_KEY = "source"  # data set name
+FILE_NAME_KEY = "file_name"
+PATIENT_ID_KEY = "patient_id"
+HEIGHT_KEY = "height"
+WIDTH_KEY = "width"
+CHANNELS_KEY = "channels"  # of the file as stored
+SIZE_BUCKET_KEY = "size_bucket"
+# Feature of a transformed example: serialized uint8 [S, S, 3].
+PIXELS_KEY = "pixels"
+
+# Signatures of every exported model, with their input and output names.
+SERVING_DEFAULT = "serving_default"
+TF_EXAMPLE = "serving_tf_example"
+GRADCAM = "gradcam"
+IMAGES_INPUT = "images"  # encoded image bytes [batch]
+EXAMPLES_INPUT = "examples"  # serialized tf.Examples [batch]
+CLASS_INDEX_INPUT = "class_index"  # gradcam: class to explain [batch] or []
+METHOD_INPUT = "method"  # gradcam: one of GRADCAM_METHODS
+PROBABILITIES = "probabilities"  # [batch, classes]
+CLASS_ID = "class_id"  # [batch]
+CLASS_NAME = "class_name"  # [batch]
+OUTPUTS = "outputs"  # serving_tf_example: the model's own output
+HEATMAP = "heatmap"  # gradcam: [batch, S, S] in [0, 1]
+OVERLAY_PNG = "overlay_png"  # gradcam: [batch] PNG bytes
+GRADCAM_METHODS: Tuple[str, ...] = ("gradcam", "hirescam")
+# HiResCAM keeps the gradient per location, which the thesis models' Flatten
+# + Dense heads give each location its own weights for.
+DEFAULT_GRADCAM_METHOD = "hirescam"
+
+# The model zoo: the thesis's CNN without and with augmentation, and its
+# three transfer models. Node ids and served model names carry these.
+CNN, CNN_AUG = "cnn", "cnn_aug"
+VGG16, MOBILENET_V2, RESNET50_V2 = "vgg16", "mobilenet_v2", "resnet50_v2"
+MODELS: Tuple[str, ...] = (CNN, CNN_AUG, VGG16, MOBILENET_V2, RESNET50_V2)

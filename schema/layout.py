@@ -1,0 +1,146 @@
+"""Where everything lives: output folders, pipeline, node and serving names,
+artifact file names, and the two walks over folders that several packages
+need (model versions, a folder's fingerprint).
+
+Paths go through TFX's `fileio`, so every function here works on local
+folders and on gs:// alike.
+"""
+
+import dataclasses
+import hashlib
+import os
+from typing import Dict, Optional
+
+from tfx.dsl.io import fileio
+
+# Under a run's output folder OUT.
+PIPELINE_ROOT_DIR = "pipeline_root"  # artifacts of every component
+METADATA_FILE = "metadata.sqlite"  # ML Metadata (lineage, caching)
+SERVING_DIR = "serving"  # pushed models, <model name>/<version>/
+REPORT_DIR = "report"
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputPaths:
+  """The folders and files of one output folder."""
+  output: str
+
+  @property
+  def pipeline_root(self) -> str:
+    return os.path.join(self.output, PIPELINE_ROOT_DIR)
+
+  @property
+  def metadata(self) -> str:
+    return os.path.join(self.output, METADATA_FILE)
+
+  @property
+  def serving(self) -> str:
+    return os.path.join(self.output, SERVING_DIR)
+
+  @property
+  def report(self) -> str:
+    return os.path.join(self.output, REPORT_DIR)
+
+
+def output_paths(output: str) -> OutputPaths:
+  return OutputPaths(os.path.abspath(output))
+
+
+def pipeline_name(task: str) -> str:
+  return f"cxr-{task}"
+
+
+def serving_model_name(task: str, model: str) -> str:
+  """The name a model is served under, e.g. cxr_binary_cnn_aug."""
+  return f"cxr_{task}_{model}"
+
+
+# Node ids. The shared part of the pipeline has one node per component; each
+# model has its own branch, `<Component>_<model>`.
+EXAMPLE_GEN = "ImageExampleGen"
+CROSS_EXAMPLE_GEN = "CrossImageExampleGen"  # the --cross-data set
+TRAINER = "Trainer"
+RESOLVER = "latest_blessed_model_resolver"
+EVALUATOR = "Evaluator"
+CROSS_EVALUATOR = "CrossEvaluator"  # the trained model on the cross data
+PUSHER = "Pusher"
+# The components of a model's branch whose time a report shows.
+BRANCH_COMPONENTS = (TRAINER, EVALUATOR, CROSS_EVALUATOR, PUSHER)
+
+
+def node_id(component: str, model: str) -> str:
+  """Id of a per-model node, e.g. Trainer_cnn_aug."""
+  return f"{component}_{model}"
+
+
+def model_of_node(component: str, node: str) -> Optional[str]:
+  """The model of a per-model node id of `component`, else None."""
+  prefix = node_id(component, "")
+  return node[len(prefix):] if node.startswith(prefix) else None
+
+
+# Files inside artifacts.
+HISTORY_FILE = "history.json"  # Trainer's ModelRun: Keras history
+CURVES_FILE = "curves.png"  # Trainer's ModelRun: training curves
+QUARANTINE_FILE = "quarantine.csv"  # ImageExampleGen's ImageQuarantine
+COUNTS_PROPERTY = "image_counts"  # JSON custom property of the Examples
+# Inside a model version folder, as TF Serving reads it.
+SAVED_MODEL_FILE = "saved_model.pb"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# TF Serving's --model_config_file, in the serving folder.
+MODELS_CONFIG_FILE = "models.config"
+
+
+def _names(folder: str):
+  """Entry names of a folder; GCS marks subfolders with a trailing '/'."""
+  return [name.rstrip("/") for name in fileio.listdir(folder)]
+
+
+def model_versions(model_dir: str) -> Dict[int, str]:
+  """{version: path} of a model folder's version folders.
+
+  Like TF Serving, only all-digit names are versions, so a push written
+  under a temporary name is invisible until renamed into place. Whether a
+  version holds a SavedModel yet is the caller's question (is_servable).
+  """
+  try:
+    names = _names(model_dir)
+  except fileio.NotFoundError:
+    return {}
+  return {int(name): os.path.join(model_dir, name) for name in names
+          if name.isdigit() and fileio.isdir(os.path.join(model_dir, name))}
+
+
+def served_models(serving_base: str) -> Dict[str, Dict[int, str]]:
+  """{model name: {version: path}} of every model folder under the base."""
+  try:
+    names = _names(serving_base)
+  except fileio.NotFoundError:
+    return {}
+  return {name: model_versions(os.path.join(serving_base, name))
+          for name in names if not name.startswith(".")
+          and fileio.isdir(os.path.join(serving_base, name))}
+
+
+def is_servable(version_dir: str) -> bool:
+  """Whether a version folder holds a SavedModel TF Serving can load."""
+  return fileio.exists(os.path.join(version_dir, SAVED_MODEL_FILE))
+
+
+def fingerprint(root: str) -> Optional[str]:
+  """Hash of every file's relative path, size and modification time.
+
+  Equal fingerprints mean an unchanged folder, as far as a listing can
+  tell. None when the folder is gone or its files move during the walk.
+  """
+  digest = hashlib.sha256()
+  try:
+    for dirpath, _, names in sorted(fileio.walk(root)):
+      for name in sorted(names):
+        path = os.path.join(dirpath, name)
+        stat = fileio.stat(path)
+        digest.update(f"{os.path.relpath(path, root)}\0{stat.length}\0"
+                      f"{stat.mtime_nsec}\n".encode())
+  except fileio.NotFoundError:
+    return None
+  return digest.hexdigest()

@@ -1,0 +1,304 @@
+"""Every setting of the project, each defined once, with its default and help.
+
+* TrainingSettings: what one Trainer does. They cross the TFX boundary as
+  the Trainer's custom_config (`trainer_custom_config`) and are rebuilt and
+  checked on the other side (`TrainerConfig.from_custom_config`).
+* GateSettings: the Evaluator's blessing floors.
+* RunSettings: the run's own choices (models, eval split, runner, Beam).
+* ServeSettings: `cxr serve`.
+
+The command line is derived from the fields (`add_arguments`, `from_args`):
+a new setting is one field here, with its help. Nothing here imports the
+rest of the project.
+"""
+
+import argparse
+import dataclasses
+import typing
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+
+from schema import contract
+
+
+def setting(default, help: str, flag: Optional[str] = None,  # pylint: disable=redefined-builtin
+            choices: Optional[Tuple] = None,
+            parse: Optional[Callable[[str], Any]] = None,
+            show: Optional[Callable[[Any], str]] = None):
+  """A dataclass field that is also a command-line option.
+
+  flag: the option (default --name-with-dashes); a bool defaulting to True
+  is turned off by its flag (e.g. --no-cache). parse: text -> value, for
+  types argparse cannot build (tuples). show: value -> text of the default.
+  """
+  metadata = {"help": help, "flag": flag, "choices": choices, "parse": parse,
+              "show": show}
+  return dataclasses.field(default=default, metadata=metadata)
+
+
+def _check(condition: bool, message: str) -> None:
+  if not condition:
+    raise ValueError(message)
+
+
+def _check_choice(name: str, value, choices) -> None:
+  _check(value in choices, f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_model_names(names: Iterable[str]) -> Tuple[str, ...]:
+  """`names` as a tuple if they are distinct, known and not empty."""
+  names = tuple(names)
+  _check(bool(names) and len(set(names)) == len(names)
+         and not set(names) - set(contract.MODELS),
+         f"expected distinct names from {','.join(contract.MODELS)}, got "
+         f"{names}")
+  return names
+
+
+def parse_model_list(text: str) -> Tuple[str, ...]:
+  """'cnn, vgg16' -> ('cnn', 'vgg16'), checked."""
+  return check_model_names(n.strip() for n in text.split(",") if n.strip())
+
+
+MIXED_PRECISION = ("", "float16", "bfloat16")
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+  """What the Trainer does with one model (Table 1 of the thesis)."""
+  image_size: int = setting(224, "input side of the models, px")
+  epochs: int = setting(30, "training epochs")
+  batch_size: int = setting(32, "images per training step")
+  learning_rate: float = setting(
+      5e-4, "RMSprop's learning rate (the thesis's by default; README: the "
+      "rate for 224-px images)")
+  seed: int = setting(42, "seed of initialisation, shuffling and "
+                      "augmentation")
+  weights: str = setting(
+      "none", "transfer models' base weights: imagenet (Keras's download "
+      "and cache under KERAS_HOME), none, or a path to a weights file "
+      "(local or gs://)")
+  class_weight: str = setting(
+      "none", "balanced: weight classes by n / (classes * n_c) of the train "
+      "split", choices=CLASS_WEIGHTS)
+  fine_tune_layers: int = setting(
+      0, "transfer models: after the frozen phase, train the top N base "
+      "layers at a tenth of the learning rate")
+  fine_tune_epochs: int = setting(10, "epochs of the fine-tuning phase")
+  mixed_precision: str = setting(
+      "", "compute dtype; the output layer stays float32",
+      choices=MIXED_PRECISION)
+  xla: bool = setting(False, "compile with XLA")
+  restore_best_epoch: bool = setting(
+      True, "export the last epoch's weights instead of the epoch with the "
+      "lowest validation loss", flag="--keep-last-epoch")
+  gradcam_layer: str = setting(
+      "", "layer the gradcam signature explains (default: each model's "
+      "last convolutional feature map)")
+
+  def __post_init__(self):
+    _check(self.image_size >= 32, f"image_size must be at least 32 px, got "
+           f"{self.image_size}")
+    for name in ("epochs", "batch_size"):
+      _check(getattr(self, name) >= 1, f"{name} must be at least 1, got "
+             f"{getattr(self, name)}")
+    for name in ("fine_tune_layers", "fine_tune_epochs"):
+      _check(getattr(self, name) >= 0, f"{name} must be at least 0, got "
+             f"{getattr(self, name)}")
+    _check(self.learning_rate > 0, f"learning_rate must be positive, got "
+           f"{self.learning_rate}")
+    _check_choice("class_weight", self.class_weight, CLASS_WEIGHTS)
+    _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+
+
+@dataclasses.dataclass(frozen=True)
+class GateSettings:
+  """Blessing floors on the test split; a model under one is not pushed."""
+  min_accuracy: float = setting(0.75, "blessing floor on test accuracy")
+  min_auc: float = setting(0.95, "blessing floor on test AUC (binary task)")
+  min_recall: float = setting(
+      0.90, "blessing floor on test sensitivity (binary task; 0: no floor)")
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      _check(0.0 <= value <= 1.0, f"{field.name} must be in [0, 1], got "
+             f"{value}")
+
+
+RUNNERS = ("beam", "local")
+BEAM_MODES = ("in_memory", "multi_processing")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """The run's own choices: what to train, how to split, how to run."""
+  models: Tuple[str, ...] = setting(
+      contract.MODELS, "comma list of models to train, each in its own "
+      "Trainer/Evaluator/Pusher branch", parse=parse_model_list,
+      show=",".join)
+  eval_percent: int = setting(
+      10, "percent of train patients held out for validation")
+  runner: str = setting("beam", "orchestrator on this machine",
+                        choices=RUNNERS)
+  beam_mode: str = setting(
+      "in_memory", "Beam DirectRunner mode; multi_processing pays off on "
+      "large data sets only", choices=BEAM_MODES)
+  enable_cache: bool = setting(
+      True, "re-run every component even if its inputs are unchanged",
+      flag="--no-cache")
+
+  def __post_init__(self):
+    object.__setattr__(self, "models", check_model_names(self.models))
+    _check(1 <= self.eval_percent <= 50, f"eval_percent must be 1..50, got "
+           f"{self.eval_percent}")
+    _check_choice("runner", self.runner, RUNNERS)
+    _check_choice("beam_mode", self.beam_mode, BEAM_MODES)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSettings:
+  """`cxr serve`: where it listens and how much it takes on."""
+  host: str = setting("127.0.0.1", "address to listen on (0.0.0.0: every "
+                      "interface)")
+  port: int = setting(8500, "gRPC port (0: any free port)")
+  rest_port: Optional[int] = setting(
+      None, "REST port, e.g. 8501 (default: no REST; 0: any free port)")
+  tls_cert: str = setting("", "PEM certificate: serve over TLS")
+  tls_key: str = setting("", "PEM private key of --tls-cert")
+  poll_seconds: float = setting(1.0, "how often to look for new model "
+                                "versions")
+  max_workers: int = setting(8, "requests handled at once")
+  # TF Serving's gRPC limit: ServerBuilder::SetMaxMessageSize(kint32max).
+  max_message_bytes: int = setting(
+      2**31 - 1, "largest request accepted, as TF Serving's 2 GiB by "
+      "default; larger ones get RESOURCE_EXHAUSTED")
+
+  def __post_init__(self):
+    for name in ("port", "rest_port"):
+      value = getattr(self, name)
+      _check(value is None and name == "rest_port" or 0 <= value <= 65535,
+             f"{name} must be 0..65535, got {value}")
+    _check(bool(self.tls_cert) == bool(self.tls_key),
+           "TLS needs both a certificate and its key")
+    _check(self.poll_seconds > 0, "poll_seconds must be positive")
+    _check(self.max_workers >= 1, "max_workers must be at least 1")
+    _check(self.max_message_bytes >= 1, "max_message_bytes must be positive")
+
+  @property
+  def local_address(self) -> str:
+    return f"localhost:{self.port}"
+
+
+# --- the Trainer's custom_config ---------------------------------------
+
+
+def trainer_custom_config(task: str, model: str,
+                          training: TrainingSettings) -> Dict[str, Any]:
+  """The Trainer's custom_config: task, model and every training setting."""
+  return {"task": task, "model": model, **dataclasses.asdict(training)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+  """One Trainer's task, model and settings, rebuilt from custom_config."""
+  task: str
+  model: str
+  training: TrainingSettings
+
+  @classmethod
+  def from_custom_config(cls, config: Optional[Mapping[str, Any]]
+                         ) -> "TrainerConfig":
+    """Checks names and types: a misspelt key or a wrong value fails here,
+    before any training, with the key named."""
+    config = dict(config or {})
+    missing = {"task", "model"} - set(config)
+    _check(not missing, f"custom_config lacks {sorted(missing)}")
+    task = contract.check_task(config.pop("task"))
+    model = check_model_names([config.pop("model")])[0]
+    return cls(task, model, build(TrainingSettings, config))
+
+
+# --- building settings from plain values and from the command line -------
+
+
+def _plain(hint):
+  """Optional[X] -> X; other hints as they are."""
+  if typing.get_origin(hint) is typing.Union:
+    return next(a for a in typing.get_args(hint) if a is not type(None))
+  return hint
+
+
+def _coerce(field: dataclasses.Field, hint, value):
+  """value as the field's type; bools and numbers are not mixed up."""
+  if value is None and typing.get_origin(hint) is typing.Union:
+    return None
+  hint = _plain(hint)
+  if hint is bool:
+    _check(isinstance(value, bool), f"{field.name} must be true or false, "
+           f"got {value!r}")
+    return value
+  if hint is int:
+    _check(isinstance(value, int) and not isinstance(value, bool),
+           f"{field.name} must be an integer, got {value!r}")
+    return value
+  if hint is float:
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool),
+           f"{field.name} must be a number, got {value!r}")
+    return float(value)
+  if hint is str:
+    _check(isinstance(value, str), f"{field.name} must be a string, got "
+           f"{value!r}")
+    return value
+  if typing.get_origin(hint) is tuple:
+    _check(isinstance(value, (list, tuple)), f"{field.name} must be a "
+           f"list, got {value!r}")
+    return tuple(value)
+  raise TypeError(f"no rule for {field.name}: {hint}")
+
+
+def build(cls, values: Mapping[str, Any]):
+  """cls(**values) with unknown names refused and types checked.
+
+  For values that crossed a serialization boundary (JSON, protos):
+  JSON's lists become tuples, and 1 is not taken for True.
+  """
+  hints = typing.get_type_hints(cls)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = set(values) - set(fields)
+  _check(not unknown, f"unknown {cls.__name__} {sorted(unknown)}; known: "
+         f"{sorted(fields)}")
+  return cls(**{name: _coerce(fields[name], hints[name], value)
+                for name, value in values.items()})
+
+
+def _flag(field: dataclasses.Field) -> str:
+  return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls,
+                  only: Optional[Iterable[str]] = None) -> None:
+  """One option per field of cls (or of the fields named in `only`)."""
+  hints = typing.get_type_hints(cls)
+  wanted = None if only is None else set(only)
+  for field in dataclasses.fields(cls):
+    if wanted is not None and field.name not in wanted:
+      continue
+    meta, hint = field.metadata, _plain(hints[field.name])
+    help_text = meta["help"]
+    if hint is bool:
+      parser.add_argument(_flag(field), dest=field.name,
+                          action="store_false" if field.default
+                          else "store_true", help=help_text)
+      continue
+    if field.default not in (None, ""):
+      help_text += f" (default: {(meta['show'] or str)(field.default)})"
+    parser.add_argument(_flag(field), dest=field.name,
+                        type=meta["parse"] or hint, choices=meta["choices"],
+                        default=field.default, help=help_text)
+
+
+def from_args(cls, args: argparse.Namespace):
+  """cls built from the options add_arguments added (others: defaults)."""
+  return cls(**{f.name: getattr(args, f.name)
+                for f in dataclasses.fields(cls) if hasattr(args, f.name)})
