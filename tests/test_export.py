@@ -11,11 +11,12 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import schema_utils
 
-from components import image_layouts
 from components import models
 from components import transform
-from serving import gradcam
-from serving import signatures
+from schema import contract
+from serving.export import gradcam
+from serving.export import pixels as pixels_lib
+from serving.export import signatures
 
 # The feature map Grad-CAM must explain: each architecture's last conv output.
 GRADCAM_LAYERS = {"cnn": "conv4_1", "cnn_aug": "conv4_1",
@@ -49,7 +50,7 @@ def _png(h, w):
   return buf.getvalue()
 
 
-@pytest.mark.parametrize("task", image_layouts.TASKS)
+@pytest.mark.parametrize("task", contract.TASKS)
 @pytest.mark.parametrize("name", models.MODELS)
 def test_export_and_serve(name, task, transform_output, tmp_path):
   model = models.build_model(name, task, SIZE)
@@ -61,14 +62,14 @@ def test_export_and_serve(name, task, transform_output, tmp_path):
   loaded = tf.saved_model.load(str(tmp_path))
   images = tf.constant([_png(40, 50), _png(300, 200)])
   out = loaded.signatures[signatures.SERVING_DEFAULT](images=images)
-  classes = len(image_layouts.CLASS_NAMES[task])
+  classes = len(contract.CLASS_NAMES[task])
   assert out["probabilities"].shape == (2, classes)
   assert np.allclose(out["probabilities"].numpy().sum(axis=1), 1, atol=1e-5)
   names = [n.decode() for n in out["class_name"].numpy()]
-  assert names == [image_layouts.CLASS_NAMES[task][i]
+  assert names == [contract.CLASS_NAMES[task][i]
                    for i in out["class_id"].numpy()]
   # Same numbers as the in-memory model on the same decoded pixels.
-  pixels = [transform.decode_and_resize(i, SIZE) for i in images]
+  pixels = [pixels_lib.decode_and_resize(i, SIZE) for i in images]
   direct = model.predict(tf.cast(tf.stack(pixels), tf.float32), verbose=0)
   exported = out["probabilities"].numpy()
   if classes == 2:
@@ -117,7 +118,7 @@ def _reference_maps(sub, head, image, class_id):
 def _check_gradcam(model, name, task, export_dir, images, pixels):
   loaded = tf.saved_model.load(str(export_dir))
   gradcam = loaded.signatures[signatures.GRADCAM]
-  classes = len(image_layouts.CLASS_NAMES[task])
+  classes = len(contract.CLASS_NAMES[task])
   predicted = loaded.signatures[signatures.SERVING_DEFAULT](
       images=images)["class_id"].numpy()
   # The Python loader does not apply SignatureDef defaults (TF Serving

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from components import models
 from pipeline import synthetic
-from serving import gradcam
+from serving.export import gradcam
 
 @pytest.mark.parametrize("name, size, layer", [
     ("cnn", 58, "conv4_1"), ("vgg16", 32, "block5_conv3"),

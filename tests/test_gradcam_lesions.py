@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from components import augment
 from components import models
-from components import transform
 from pipeline import synthetic
-from serving import gradcam
+from serving.export import gradcam
+from serving.export import pixels
 
 IMAGE_SIZE = 96  # a 6 x 6 conv4_1 map; ~10 s per epoch of 600 images here
 EPOCHS = 20  # learns from epoch ~8 (majority class before), 0.95 at 15-20
@@ -26,7 +26,7 @@ SEED = 7
 
 
 def _pixels(encoded):
-  return tf.stack([transform.decode_and_resize(e, IMAGE_SIZE)
+  return tf.stack([pixels.decode_and_resize(e, IMAGE_SIZE)
                    for e in encoded])
 
 

@@ -11,6 +11,8 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import schema_utils
 
 from components import transform
+from schema import contract
+from serving.export import pixels as pixels_lib
 
 SIZE = 48
 
@@ -50,9 +52,9 @@ def test_preprocessing_fn_on_real_images(real_binary_subset, tmp_path):
   transformed = _transform(instances, tmp_path)
   assert len(transformed) == len(paths)
   for row, path, instance in zip(transformed, paths, instances):
-    assert row[transform.LABEL_KEY] == instance["label"][0]
-    pixels = transform.image_from_transformed(
-        tf.constant([row[transform.PIXELS_KEY]]), SIZE).numpy()[0]
+    assert row[contract.LABEL_KEY] == instance["label"][0]
+    pixels = pixels_lib.image_from_transformed(
+        tf.constant([row[contract.PIXELS_KEY]]), SIZE).numpy()[0]
     assert pixels.dtype == np.uint8 and pixels.shape == (SIZE, SIZE, 3)
     # Grayscale X-rays become three equal channels.
     assert np.array_equal(pixels[..., 0], pixels[..., 1])
@@ -74,7 +76,7 @@ def test_png_rgb_and_odd_sizes(tmp_path):
   transformed = _transform([{"image": [e], "label": [0]} for _, e in encoded],
                            tmp_path / "tft")
   for row, (path, _) in zip(transformed, encoded):
-    pixels = transform.image_from_transformed(
-        tf.constant([row[transform.PIXELS_KEY]]), SIZE).numpy()[0]
+    pixels = pixels_lib.image_from_transformed(
+        tf.constant([row[contract.PIXELS_KEY]]), SIZE).numpy()[0]
     # PNG is lossless: exactly the reference.
     assert np.array_equal(pixels, _expected_pixels(path))

@@ -40,12 +40,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from schema import contract
+
 OVERLAY_ALPHA = 0.4  # weight of the heat map over the X-ray
-METHODS = ("gradcam", "hirescam")
-# HiResCAM by default: on synthetic lesions it put the peak on the lesion
-# more often than Grad-CAM for every model measured (BENCHMARKS.md); the
-# thesis's Grad-CAM stays one input away.
-DEFAULT_METHOD = "hirescam"
+METHODS = contract.GRADCAM_METHODS
+DEFAULT_METHOD = contract.DEFAULT_GRADCAM_METHOD
 
 
 def class_probabilities(outputs: tf.Tensor) -> tf.Tensor:

@@ -22,13 +22,14 @@ from typing import Optional
 
 import tensorflow as tf
 
-from components import transform
-from components.image_layouts import CLASS_NAMES
-from serving import gradcam
+from schema import contract
+from serving.export import gradcam
+from serving.export import pixels as pixels_lib
 
-SERVING_DEFAULT = "serving_default"
-TF_EXAMPLE = "serving_tf_example"
-GRADCAM = "gradcam"
+# The signatures' names, here for the callers that export and explain.
+SERVING_DEFAULT = contract.SERVING_DEFAULT
+TF_EXAMPLE = contract.TF_EXAMPLE
+GRADCAM = contract.GRADCAM
 
 
 def _unless_empty(batch: tf.Tensor, compute, empty):
@@ -52,14 +53,14 @@ class _Exporter(tf.Module):
     self.cam_model = gradcam.gradcam_model(model, gradcam_layer)
     self.tft_layer = tf_transform_output.transform_features_layer()
     self._image_size = image_size
-    self._class_names = tf.constant(CLASS_NAMES[task])
-    self._classes = len(CLASS_NAMES[task])
+    self._class_names = tf.constant(contract.CLASS_NAMES[task])
+    self._classes = contract.class_count(task)
 
   def _images(self, encoded: tf.Tensor) -> tf.Tensor:
     """Encoded bytes -> uint8 [batch, S, S, 3] through the Transform graph."""
-    raw = {transform.IMAGE_KEY: tf.reshape(encoded, [-1, 1])}
-    pixels = self.tft_layer(raw)[transform.PIXELS_KEY]
-    return transform.image_from_transformed(pixels, self._image_size)
+    raw = {contract.IMAGE_KEY: tf.reshape(encoded, [-1, 1])}
+    pixels = self.tft_layer(raw)[contract.PIXELS_KEY]
+    return pixels_lib.image_from_transformed(pixels, self._image_size)
 
   def _predict_encoded(self, encoded: tf.Tensor) -> tf.Tensor:
     images = tf.cast(self._images(encoded), tf.float32)
@@ -68,28 +69,33 @@ class _Exporter(tf.Module):
         images, lambda: self.model(images, training=False),
         lambda: tf.zeros([0] + output.shape[1:], output.dtype))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
-                                              name="images")])
+  # The Python argument names are the signatures' input names (the
+  # TensorSpec names say so to TensorFlow): contract.IMAGES_INPUT,
+  # EXAMPLES_INPUT, CLASS_INDEX_INPUT, METHOD_INPUT.
+  @tf.function(input_signature=[
+      tf.TensorSpec([None], tf.string, name=contract.IMAGES_INPUT)])
   def serve_images(self, images):
     probabilities = gradcam.class_probabilities(
         self._predict_encoded(images))
     class_id = tf.argmax(probabilities, axis=-1)
-    return {"probabilities": probabilities, "class_id": class_id,
-            "class_name": tf.gather(self._class_names, class_id)}
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
-                                              name="examples")])
-  def serve_tf_examples(self, examples):
-    parsed = tf.io.parse_example(
-        examples, {transform.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string)})
-    return {"outputs": self._predict_encoded(parsed[transform.IMAGE_KEY])}
+    return {contract.PROBABILITIES: probabilities,
+            contract.CLASS_ID: class_id,
+            contract.CLASS_NAME: tf.gather(self._class_names, class_id)}
 
   @tf.function(input_signature=[
-      tf.TensorSpec([None], tf.string, name="images"),
-      tf.TensorSpec([None], tf.int32, name="class_index"),
-      tf.TensorSpec([], tf.string, name="method")])
+      tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)])
+  def serve_tf_examples(self, examples):
+    parsed = tf.io.parse_example(
+        examples, {contract.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string)})
+    return {contract.OUTPUTS: self._predict_encoded(
+        parsed[contract.IMAGE_KEY])}
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None], tf.string, name=contract.IMAGES_INPUT),
+      tf.TensorSpec([None], tf.int32, name=contract.CLASS_INDEX_INPUT),
+      tf.TensorSpec([], tf.string, name=contract.METHOD_INPUT)])
   def serve_gradcam(self, images, class_index=tf.constant([], tf.int32),
-                    method=tf.constant(gradcam.DEFAULT_METHOD)):
+                    method=tf.constant(contract.DEFAULT_GRADCAM_METHOD)):
     # The default arguments become SignatureDef.defaults on save.
     pixels = self._images(images)
     size, classes = self._image_size, self._classes
@@ -99,9 +105,9 @@ class _Exporter(tf.Module):
                                 class_index, method),
         lambda: (tf.zeros([0, classes]), tf.zeros([0], tf.int64),
                  tf.zeros([0, size, size])))
-    return {"probabilities": probabilities, "class_id": class_id,
-            "heatmap": heatmap,
-            "overlay_png": gradcam.overlay_png(pixels, heatmap)}
+    return {contract.PROBABILITIES: probabilities,
+            contract.CLASS_ID: class_id, contract.HEATMAP: heatmap,
+            contract.OVERLAY_PNG: gradcam.overlay_png(pixels, heatmap)}
 
 
 def export_serving_model(model, tf_transform_output, export_dir: str,

@@ -1,0 +1,37 @@
+"""The pixels a model sees, as Transform stores them and every signature
+rebuilds them.
+
+Decodes JPEG/PNG, makes grayscale 3-channel, resizes to `image_size`
+(squashed to a square, as the thesis's Keras loader did) and keeps uint8
+pixels: 4x smaller than float32. tf.Example has no uint8 type, so the
+pixels travel as one serialized uint8 tensor per image
+(`tf.io.serialize_tensor`); `image_from_transformed` is the inverse, used
+by the Trainer's input pipeline and by every serving signature.
+"""
+
+import tensorflow as tf
+
+
+def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+  """One encoded JPEG/PNG string -> uint8 [image_size, image_size, 3]."""
+  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  image = tf.image.resize(image, [image_size, image_size], antialias=True)
+  image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+  return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def serialized_pixels(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Encoded images [batch] -> serialized uint8 pixel tensors [batch]."""
+  return tf.map_fn(
+      lambda e: tf.io.serialize_tensor(decode_and_resize(e, image_size)),
+      encoded, fn_output_signature=tf.string)
+
+
+def image_from_transformed(pixels: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Serialized uint8 tensors [batch] -> uint8 [batch, S, S, 3]."""
+  pixels = tf.reshape(pixels, [-1])
+  return tf.map_fn(
+      lambda s: tf.ensure_shape(tf.io.parse_tensor(s, tf.uint8),
+                                [image_size, image_size, 3]),
+      pixels, fn_output_signature=tf.TensorSpec([image_size, image_size, 3],
+                                                tf.uint8))
