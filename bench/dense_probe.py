@@ -24,20 +24,19 @@ import os
 import random
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-# pylint: disable=g-import-not-at-top
-import numpy as np
+# The project first: schema/__init__.py selects Keras 2 before TensorFlow.
+from components import augment  # pylint: disable=g-bad-import-order
+from components import models
+from schema import contract
+from serving.export import pixels
+import exported
+import numpy as np  # pylint: disable=g-bad-import-order
 from sklearn import metrics
 import tensorflow as tf
 
-from components import augment
-from components import models
-from components import transform
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "..", "shared", "data", "chest_xray")
-MODEL = "cnn_aug"
+MODEL = contract.CNN_AUG
 
 
 def labelled_files(split: str):
@@ -55,7 +54,7 @@ def sample(split: str, n: int, seed: int):
 def load(files, image_size: int):
   """Decoded and resized exactly as Transform does."""
   images = np.stack([
-      transform.decode_and_resize(tf.io.read_file(path), image_size).numpy()
+      pixels.decode_and_resize(tf.io.read_file(path), image_size).numpy()
       for path, _ in files]).astype("float32")
   return images, np.array([label for _, label in files], "float32")
 
@@ -69,8 +68,8 @@ def dead_share(model, images) -> float:
 
 def probe(learning_rate, train, test, steps, every, image_size):
   tf.keras.utils.set_random_seed(42)
-  model = models.build_model(MODEL, "binary", image_size)
-  models.compile_model(model, "binary", learning_rate)
+  model = models.build_model(MODEL, contract.BINARY, image_size)
+  models.compile_model(model, contract.BINARY, learning_rate)
   (x_train, y_train), (x_test, y_test) = train, test
   start = time.perf_counter()
   for step in range(steps):
@@ -89,14 +88,9 @@ def probe(learning_rate, train, test, steps, every, image_size):
 
 def trained_dead_share(image_size: int, run_dir: str):
   """The exported cnn_aug of a train_real.py run, its weights reloaded."""
-  exported = sorted(glob.glob(os.path.join(
-      run_dir, "pipeline_root", f"Trainer_{MODEL}", "model", "*",
-      "Format-Serving")))[-1]
-  restored = tf.saved_model.load(exported)
-  by_name = {v.name: v for v in restored.model.variables}
-  model = models.build_model(MODEL, "binary", image_size)
-  for weight in model.weights:
-    weight.assign(by_name[weight.name])
+  model = exported.trained_keras_model(
+      exported.trainer_serving_model(run_dir, contract.BINARY, MODEL),
+      MODEL, contract.BINARY, image_size)
   images, _ = load(sample("test", 160, seed=0), image_size)
   print(f"| {os.path.basename(os.path.normpath(run_dir))} | {image_size} | "
         f"{dead_share(model, images):.3f} |", flush=True)

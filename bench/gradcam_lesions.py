@@ -16,18 +16,19 @@ import glob
 import os
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-# pylint: disable=g-import-not-at-top
-import tensorflow as tf
+# The project first: schema/__init__.py selects Keras 2 before TensorFlow.
+from pipeline import runner  # pylint: disable=g-bad-import-order
+from pipeline import synthetic
+from schema import contract
+from schema import layout
+from schema import settings
+from serving.export import signatures
+import exported
+import tensorflow as tf  # pylint: disable=g-bad-import-order
 import tensorflow_transform as tft
 
-from components import models
-from pipeline import pipeline as pipeline_lib
-from pipeline import runner
-from pipeline import synthetic
-from serving import gradcam
-from serving import signatures
+MODEL = contract.CNN_AUG
+TASK = contract.BINARY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,17 +60,19 @@ def main():
     seconds = 0.0
   else:
     synthetic.generate(data, n=args.n, size=args.size, seed=args.seed)
-    settings = pipeline_lib.TrainingSettings(
-        models=("cnn_aug",), image_size=args.image_size, epochs=args.epochs,
-        batch_size=16, seed=args.seed, min_accuracy=0.5, min_auc=0.5,
-        min_recall=0.0,
-        gradcam_layer=args.gradcam_layer)
     start = time.perf_counter()
-    runner.run(data, "binary", run_dir, settings, enable_cache=False)
+    runner.run(data, TASK, run_dir,
+               settings.RunSettings(models=(MODEL,), enable_cache=False),
+               settings.TrainingSettings(
+                   image_size=args.image_size, epochs=args.epochs,
+                   batch_size=16, seed=args.seed,
+                   gradcam_layer=args.gradcam_layer),
+               settings.GateSettings(min_accuracy=0.5, min_auc=0.5,
+                                     min_recall=0.0))
     seconds = time.perf_counter() - start
     pushed = latest_push(run_dir)
   model = tf.saved_model.load(pushed)
-  signature = model.signatures[signatures.GRADCAM]
+  signature = model.signatures[contract.GRADCAM]
   trained = ("weights of the earlier run, re-exported" if args.reexport
              else f"epochs={args.epochs}: pipeline {seconds:.0f} s")
   print(f"n={args.n} size={args.size} image_size={args.image_size} "
@@ -82,13 +85,15 @@ def main():
                          seed=args.seed + 1000, test_fraction=1.0)
     test_sets[f"{args.fresh_test} fresh images"] = fresh
   for name, directory in test_sets.items():
-    for method in gradcam.METHODS:
+    for method in contract.GRADCAM_METHODS:
 
       def explain(encoded, method=method):
-        out = signature(images=tf.constant(encoded),
-                        class_index=tf.constant([], tf.int32),
-                        method=tf.constant(method))
-        return out["class_id"].numpy(), out["heatmap"].numpy()
+        out = signature(**{
+            contract.IMAGES_INPUT: tf.constant(encoded),
+            contract.CLASS_INDEX_INPUT: tf.constant([], tf.int32),
+            contract.METHOD_INPUT: tf.constant(method)})
+        return (out[contract.CLASS_ID].numpy(),
+                out[contract.HEATMAP].numpy())
 
       counts = synthetic.lesion_hits(directory, explain)
       kinds = ", ".join(
@@ -101,24 +106,25 @@ def main():
 
 
 def latest_push(run_dir: str) -> str:
-  return max(glob.glob(os.path.join(run_dir, "serving", "cxr_binary_cnn_aug",
-                                    "*")),
-             key=lambda p: int(os.path.basename(p)))
+  """The model the latest run pushed (or found already served)."""
+  pushed = exported.model_result(run_dir, TASK, MODEL).pushed_model
+  if not pushed:
+    raise SystemExit(f"the latest run in {run_dir} pushed no {MODEL}")
+  return pushed
 
 
 def reexport(run_dir: str, image_size: int, gradcam_layer: str) -> str:
   """The latest pushed weights, exported again by today's signatures."""
-  restored = tf.saved_model.load(latest_push(run_dir))
-  model = models.build_model("cnn_aug", "binary", image_size)
-  by_name = {v.name: v for v in restored.model.variables}
-  for weight in model.weights:
-    weight.assign(by_name[weight.name])
-  graph = max(glob.glob(os.path.join(run_dir, "pipeline_root", "Transform",
-                                     "transform_graph", "*")),
-              key=os.path.getmtime)
+  model = exported.trained_keras_model(latest_push(run_dir), MODEL, TASK,
+                                       image_size)
+  # The Transform graph of the latest run (its only TransformGraph folder
+  # when the run was made by this script, which clears nothing).
+  graph = max(glob.glob(os.path.join(
+      layout.output_paths(run_dir).pipeline_root, "Transform",
+      "transform_graph", "*")), key=os.path.getmtime)
   out = os.path.join(run_dir, "reexported", gradcam_layer or "default")
   signatures.export_serving_model(model, tft.TFTransformOutput(graph), out,
-                                  "binary", image_size, gradcam_layer or None)
+                                  TASK, image_size, gradcam_layer or None)
   return out
 
 

@@ -14,12 +14,11 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-# pylint: disable=g-import-not-at-top
-from tfx.types import standard_artifacts
-
-from components import image_example_gen
+# The project first: schema/__init__.py selects Keras 2 before TensorFlow.
+from components import image_example_gen  # pylint: disable=g-bad-import-order
+from schema import layout
+from schema import settings
+from tfx.types import standard_artifacts  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = [os.path.join(REPO, "..", "shared", "data", name)
@@ -41,11 +40,12 @@ def ingest(data_dir: str, beam_args, out_dir: str):
   start = time.perf_counter()
   executor.Do({}, {"examples": [examples], "quarantine": [quarantine]},
               {"input_base": data_dir, "task": "multiclass", "source": "",
-               "eval_percent": 10, "split_salt": "cxr",
+               "eval_percent": settings.RunSettings().eval_percent,
+               "split_salt": "cxr",
                "input_fingerprint": ""})
   seconds = time.perf_counter() - start
   counts = json.loads(examples.get_string_custom_property(
-      image_example_gen.COUNTS_PROPERTY))
+      layout.COUNTS_PROPERTY))
   return seconds, counts
 
 

@@ -21,26 +21,24 @@ Markdown rows for BENCHMARKS.md.
 """
 
 import argparse
-import glob
 import json
 import os
 import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-# pylint: disable=g-import-not-at-top
-from pipeline import runner
 from pipeline import summary as summary_lib
+from schema import contract
+from schema import layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = {
-    "binary": os.path.join(REPO, "..", "shared", "data", "chest_xray"),
-    "multiclass": os.path.join(REPO, "..", "shared", "data",
+    contract.BINARY: os.path.join(REPO, "..", "shared", "data",
+                                  "chest_xray"),
+    contract.MULTICLASS: os.path.join(REPO, "..", "shared", "data",
                                "chest_xray_multiclass"),
 }
-MODEL = "cnn_aug"
+MODEL = contract.CNN_AUG
 
 
 def presets(epochs, learning_rate=None):
@@ -79,13 +77,11 @@ def run_one(spec, out_root):
   with open(out + ".log", "w") as log:
     code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
   wall = time.perf_counter() - start
-  paths = runner.output_paths(out)
   result = summary_lib.summarize(
-      paths["metadata"], runner.pipeline_name_for(spec["task"])).models[MODEL]
-  history_files = glob.glob(os.path.join(
-      paths["pipeline_root"], f"Trainer_{MODEL}", "model_run", "*",
-      "history.json"))
-  history = json.load(open(max(history_files, key=os.path.getmtime)))
+      layout.output_paths(out).metadata,
+      layout.pipeline_name(spec["task"])).models[MODEL]
+  with open(os.path.join(result.model_run_uri, layout.HISTORY_FILE)) as f:
+    history = json.load(f)
   return dict(spec, exit_code=code, wall_seconds=round(wall, 1),
               epoch_seconds=[round(s, 1) for s in history["seconds"]],
               exported_epoch=history.get("exported_epoch"),
@@ -103,9 +99,9 @@ def row(r):
   else:
     recalls = "/".join(
         f"{r['metrics'].get(f'label:{i}', {}).get('sparse_categorical_accuracy', float('nan')):.3f}"
-        for i in range(3))
+        for i in range(contract.class_count(r["task"])))
     aucs = "/".join(f"{overall.get(f'auc classId:{i}', float('nan')):.3f}"
-                    for i in range(3))
+                    for i in range(contract.class_count(r["task"])))
     scores = (f"{overall.get('sparse_categorical_accuracy', float('nan')):.4f}"
               f" | recall {recalls} | AUC {aucs} |")
   return (f"| {r['name']} | {r['class_weight']} | {r['epochs']} "

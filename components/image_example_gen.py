@@ -33,10 +33,11 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components import image_examples
 from components import image_layouts
+from schema import contract
+from schema import layout
+from schema import settings
 
 SPLITS = ("train", "eval", "test")
-QUARANTINE_FILE = "quarantine.csv"
-COUNTS_PROPERTY = "image_counts"  # JSON custom property on the Examples.
 _METRICS_NAMESPACE = "ImageExampleGen"
 
 
@@ -137,11 +138,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     examples = artifact_utils.get_single_instance(output_dict["examples"])
     quarantine = artifact_utils.get_single_instance(output_dict["quarantine"])
 
-    layout, records, listed_bad, ignored = image_layouts.list_images(
+    data_layout, records, listed_bad, ignored = image_layouts.list_images(
         input_base, task)
     for path in ignored:
       logging.warning("ImageExampleGen: ignoring %s (not part of the %s "
-                      "layout)", path, layout)
+                      "layout)", path, data_layout)
     has_test = any(r.split == "test" for r in records)
     carve_test = 0 if has_test else eval_percent
     if not has_test:
@@ -172,7 +173,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
          | "AllQuarantined" >> beam.Flatten()
          | "CsvLines" >> beam.MapTuple(_csv_line)
          | "WriteQuarantine" >> beam.io.WriteToText(
-             os.path.join(quarantine.uri, QUARANTINE_FILE),
+             os.path.join(quarantine.uri, layout.QUARANTINE_FILE),
              shard_name_template="", header="path,reason"))
     result = pipeline.run()
     result.wait_until_finish()
@@ -183,7 +184,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                                    "quarantined_on_read")
     counts["seen"] = len(records) + len(listed_bad)
     logging.info("ImageExampleGen: %s (%s layout, task %s): %s", input_base,
-                 layout, task, counts)
+                 data_layout, task, counts)
     if counts["seen"] != counts["ingested"] + counts["quarantined"]:
       raise RuntimeError(
           f"ImageExampleGen lost inputs: seen {counts['seen']}, ingested "
@@ -191,7 +192,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     if counts["quarantined"]:
       logging.warning("ImageExampleGen: %d inputs quarantined; see %s",
                       counts["quarantined"],
-                      os.path.join(quarantine.uri, QUARANTINE_FILE))
+                      os.path.join(quarantine.uri, layout.QUARANTINE_FILE))
     empty = [s for s in SPLITS if not counts[s]]
     if empty:
       raise ValueError(
@@ -204,8 +205,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                       example_gen_pb2.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(examples, "tfrecords_gzip")
     for target in (examples, quarantine):
-      target.set_string_custom_property(COUNTS_PROPERTY, json.dumps(counts))
-      target.set_string_custom_property("layout", layout)
+      target.set_string_custom_property(layout.COUNTS_PROPERTY, json.dumps(counts))
+      target.set_string_custom_property("layout", data_layout)
       target.set_string_custom_property("source", source)
 
 
@@ -234,7 +235,8 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
   def __init__(self, input_base: str, task: str, source: str = "",
-               eval_percent: int = 10, split_salt: str = "cxr",
+               eval_percent: int = settings.RunSettings().eval_percent,
+               split_salt: str = "cxr",
                input_fingerprint: Optional[str] = None):
     """Args:
       input_base: the data set folder (local or gs://).
@@ -242,12 +244,12 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
       source: data set name stored in every example (default: folder name).
       eval_percent: percent of train patients carved out as the eval split.
       split_salt: salt of the patient hash; change it for another split.
-      input_fingerprint: see `fingerprint_folder`.
+      input_fingerprint: schema.layout.fingerprint of input_base, so that a
+        changed folder is a new execution, not a cache hit on the old one.
     """
-    if task not in image_layouts.TASKS:
-      raise ValueError(f"task must be one of {image_layouts.TASKS}")
-    if not 1 <= eval_percent <= 50:
-      raise ValueError(f"eval_percent must be 1..50, got {eval_percent}")
+    contract.check_task(task)
+    # The same bounds as the setting's, whatever built this component.
+    settings.RunSettings(eval_percent=eval_percent)
     spec = ImageExampleGenSpec(
         input_base=input_base, task=task, source=source,
         eval_percent=eval_percent, split_salt=split_salt,
@@ -256,15 +258,3 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
         quarantine=types.Channel(type=ImageQuarantine))
     super().__init__(spec=spec)
 
-
-def fingerprint_folder(root: str) -> str:
-  """Hash of every file's relative path, size and modification time."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  digest = hashlib.sha256()
-  for dirpath, _, names in sorted(tf.io.gfile.walk(root)):
-    for name in sorted(names):
-      path = os.path.join(dirpath, name)
-      stat = tf.io.gfile.stat(path)
-      digest.update(f"{os.path.relpath(path, root)}\0{stat.length}\0"
-                    f"{stat.mtime_nsec}\n".encode())
-  return digest.hexdigest()

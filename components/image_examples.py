@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 from PIL import Image
 
 from components import image_layouts
+from schema import contract
 
 # Magic numbers of the formats we take (the encoded bytes are kept as read).
 _FORMATS = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"))
@@ -81,7 +82,7 @@ def make_example(record: image_layouts.ImageRecord, data: bytes, task: str,
   """The tf.Example for one checked image (see schema/ for the features)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   label = image_layouts.label_for_task(record.diagnosis, task)
-  label_name = image_layouts.CLASS_NAMES[task][label]
+  label_name = contract.CLASS_NAMES[task][label]
 
   def _bytes(v):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
@@ -91,15 +92,15 @@ def make_example(record: image_layouts.ImageRecord, data: bytes, task: str,
 
   height, width, channels = shape
   return tf.train.Example(features=tf.train.Features(feature={
-      "image": _bytes(data),
-      "label": _int(label),
-      "label_name": _bytes(label_name.encode()),
-      "diagnosis": _bytes(record.diagnosis.encode()),
-      "source": _bytes(source.encode()),
-      "file_name": _bytes(record.file_name.encode()),
-      "patient_id": _bytes(record.patient_id.encode()),
-      "height": _int(height),
-      "width": _int(width),
-      "channels": _int(channels),
-      "size_bucket": _bytes(size_bucket(height, width).encode()),
+      contract.IMAGE_KEY: _bytes(data),
+      contract.LABEL_KEY: _int(label),
+      contract.LABEL_NAME_KEY: _bytes(label_name.encode()),
+      contract.DIAGNOSIS_KEY: _bytes(record.diagnosis.encode()),
+      contract.SOURCE_KEY: _bytes(source.encode()),
+      contract.FILE_NAME_KEY: _bytes(record.file_name.encode()),
+      contract.PATIENT_ID_KEY: _bytes(record.patient_id.encode()),
+      contract.HEIGHT_KEY: _int(height),
+      contract.WIDTH_KEY: _int(width),
+      contract.CHANNELS_KEY: _int(channels),
+      contract.SIZE_BUCKET_KEY: _bytes(size_bucket(height, width).encode()),
   }))

@@ -7,7 +7,7 @@ Two Kaggle layouts are read:
 * 3-class: `{train,test}_images/*.jpeg` + `labels_{train,test}.csv` with
   `file_name,class_id` (0 normal, 1 bacterial, 2 viral).
 
-Listing is plain Python over `tf.io.gfile`-compatible paths; what the files
+Listing is plain Python over TFX's `fileio` (local or gs://); what the files
 hold is checked later, in parallel, by the ingestion component. Anything that
 cannot be labelled here is returned as a quarantine entry with its reason, so
 a caller can account for every file it was given.
@@ -20,14 +20,11 @@ import os
 import re
 from typing import Callable, List, Optional, Tuple
 
-# Diagnoses, independent of the task. `pneumonia` means "kind unknown".
-NORMAL, BACTERIAL, VIRAL, PNEUMONIA = "normal", "bacterial", "viral", "pneumonia"
+from tfx.dsl.io import fileio
 
-TASKS = ("binary", "multiclass")
-CLASS_NAMES = {
-    "binary": (NORMAL, PNEUMONIA),
-    "multiclass": (NORMAL, BACTERIAL, VIRAL),
-}
+from schema import contract
+from schema.contract import BACTERIAL, NORMAL, PNEUMONIA, VIRAL
+
 # 3-class CSV class ids, as the Kaggle 3-class data set defines them.
 CSV_CLASS_IDS = {0: NORMAL, 1: BACTERIAL, 2: VIRAL}
 
@@ -85,49 +82,37 @@ def diagnosis_from_file_name(file_name: str) -> str:
 
 def label_for_task(diagnosis: str, task: str) -> Optional[int]:
   """Class index of a diagnosis for a task; None if the task cannot use it."""
-  if task == "binary":
-    return 0 if diagnosis == NORMAL else 1
-  if task == "multiclass":
-    names = CLASS_NAMES["multiclass"]
-    return names.index(diagnosis) if diagnosis in names else None
-  raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+  names = contract.CLASS_NAMES[contract.check_task(task)]
+  if task == contract.BINARY:
+    # Every pneumonia, of whatever kind, is the binary task's pneumonia.
+    return names.index(NORMAL if diagnosis == NORMAL else PNEUMONIA)
+  return names.index(diagnosis) if diagnosis in names else None
 
 
-class Filesystem:
-  """The few file operations listing needs; tf.io.gfile by default (GCS)."""
-
-  def __init__(self, gfile=None):
-    if gfile is None:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      gfile = tf.io.gfile
-    self._gfile = gfile
-
-  def isdir(self, path: str) -> bool:
-    return self._gfile.isdir(path)
-
-  def exists(self, path: str) -> bool:
-    return self._gfile.exists(path)
-
-  def listdir(self, path: str) -> List[str]:
-    return sorted(p.rstrip("/") for p in self._gfile.listdir(path))
-
-  def read_text(self, path: str) -> str:
-    with self._gfile.GFile(path, "rb") as f:
-      return f.read().decode("utf-8-sig")
-
-  def walk_files(self, top: str) -> List[str]:
-    files = []
-    for dirpath, _, names in self._gfile.walk(top):
-      files.extend(os.path.join(dirpath, n) for n in names)
-    return sorted(files)
+def _listdir(path: str) -> List[str]:
+  # GCS marks subfolders with a trailing '/'.
+  return sorted(p.rstrip("/") for p in fileio.listdir(path))
 
 
-def detect_layout(root: str, fs: Filesystem) -> str:
-  if not fs.isdir(root):
+def _read_text(path: str) -> str:
+  with fileio.open(path, "rb") as f:
+    return f.read().decode("utf-8-sig")
+
+
+def _walk_files(top: str) -> List[str]:
+  files = []
+  for dirpath, _, names in fileio.walk(top):
+    files.extend(os.path.join(dirpath, n) for n in names)
+  return sorted(files)
+
+
+def detect_layout(root: str) -> str:
+  """BINARY_LAYOUT or MULTICLASS_LAYOUT; an error that says what was found."""
+  if not fileio.isdir(root):
     raise FileNotFoundError(f"data folder not found: {root}")
-  entries = set(fs.listdir(root))
+  entries = set(_listdir(root))
   if any(d in entries for d in BINARY_SPLIT_DIRS) and any(
-      fs.isdir(os.path.join(root, d)) for d in BINARY_SPLIT_DIRS
+      fileio.isdir(os.path.join(root, d)) for d in BINARY_SPLIT_DIRS
       if d in entries):
     return BINARY_LAYOUT
   if any(e.endswith("_images") for e in entries) and any(
@@ -140,16 +125,16 @@ def detect_layout(root: str, fs: Filesystem) -> str:
       f"layout); found: {sorted(entries) or 'an empty folder'}")
 
 
-def _list_binary(root: str, fs: Filesystem
+def _list_binary(root: str
                  ) -> Tuple[List[ImageRecord], List[Quarantined], List[str]]:
   records, quarantined, ignored = [], [], []
-  for entry in fs.listdir(root):
+  for entry in _listdir(root):
     path = os.path.join(root, entry)
-    if entry not in BINARY_SPLIT_DIRS or not fs.isdir(path):
+    if entry not in BINARY_SPLIT_DIRS or not fileio.isdir(path):
       ignored.append(path)
       continue
     split = BINARY_SPLIT_DIRS[entry]
-    for file_path in fs.walk_files(path):
+    for file_path in _walk_files(path):
       rel = os.path.relpath(file_path, path)
       class_dir = rel.split(os.sep)[0] if os.sep in rel else None
       name = os.path.basename(file_path)
@@ -165,26 +150,26 @@ def _list_binary(root: str, fs: Filesystem
   return records, quarantined, ignored
 
 
-def _list_multiclass(root: str, fs: Filesystem
+def _list_multiclass(root: str
                      ) -> Tuple[List[ImageRecord], List[Quarantined], List[str]]:
   records, quarantined, ignored = [], [], []
-  entries = fs.listdir(root)
+  entries = _listdir(root)
   used = set()
   for entry in entries:
-    if not (entry.endswith("_images") and fs.isdir(os.path.join(root, entry))):
+    if not (entry.endswith("_images") and fileio.isdir(os.path.join(root, entry))):
       continue
     split = entry[:-len("_images")]
     image_dir = os.path.join(root, entry)
     csv_name = f"labels_{split}.csv"
     used.update((entry, csv_name))
-    files = set(fs.walk_files(image_dir))
+    files = set(_walk_files(image_dir))
     if csv_name not in entries:
       quarantined.extend(Quarantined(p, f"no {csv_name} to label it")
                          for p in sorted(files))
       continue
     labelled = set()
     csv_path = os.path.join(root, csv_name)
-    rows = csv.DictReader(io.StringIO(fs.read_text(csv_path)))
+    rows = csv.DictReader(io.StringIO(_read_text(csv_path)))
     if not rows.fieldnames or not {"file_name", "class_id"} <= set(
         rows.fieldnames):
       raise ValueError(f"{csv_path} must have the columns file_name,class_id; "
@@ -224,7 +209,7 @@ def _list_multiclass(root: str, fs: Filesystem
   return records, quarantined, ignored
 
 
-def list_images(root: str, task: str, fs: Optional[Filesystem] = None
+def list_images(root: str, task: str
                 ) -> Tuple[str, List[ImageRecord], List[Quarantined],
                            List[str]]:
   """Lists a data set: (layout, records, quarantined, ignored top entries).
@@ -233,13 +218,11 @@ def list_images(root: str, task: str, fs: Optional[Filesystem] = None
   file without bacteria/virus in its name, for the 3-class task) are
   quarantined with the reason.
   """
-  if task not in TASKS:
-    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-  fs = fs or Filesystem()
-  layout = detect_layout(root, fs)
+  contract.check_task(task)
+  layout = detect_layout(root)
   lister: Callable = (_list_binary if layout == BINARY_LAYOUT
                       else _list_multiclass)
-  records, quarantined, ignored = lister(root, fs)
+  records, quarantined, ignored = lister(root)
   usable = []
   for record in records:
     if label_for_task(record.diagnosis, task) is None:

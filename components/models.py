@@ -17,57 +17,51 @@ from typing import Dict, List, Optional
 import tensorflow as tf
 from tensorflow.python.autograph.core import config as autograph_config  # pylint: disable=g-direct-tensorflow-import
 
+from schema import contract
+
 keras = tf.keras
 
 # AutoGraph leaves `tensorflow` and `keras` code alone but not `tf_keras`,
-# and transpiling its ~500 functions costs 20-40 s before the first training
-# step (measured here with TF 2.16.2). Give tf_keras the rule keras has.
+# whose ~500 functions it would transpile before the first training step
+# for nothing: give tf_keras the rule keras has. Every model is built here,
+# so this is the one place the rule is set.
 if not any(rule.matches("tf_keras")
            for rule in autograph_config.CONVERSION_RULES):
   autograph_config.CONVERSION_RULES = (
       (autograph_config.DoNotConvert("tf_keras"),)
       + tuple(autograph_config.CONVERSION_RULES))
 
-CLASS_COUNTS: Dict[str, int] = {"binary": 2, "multiclass": 3}
 # Transfer bases: Keras constructor, its preprocess_input, and where Keras
 # publishes the ImageNet no-top weights (_KERAS_WEIGHTS_URL/folder/file).
 TRANSFER_BASES = {
-    "vgg16": (keras.applications.VGG16,
+    contract.VGG16: (keras.applications.VGG16,
               keras.applications.vgg16.preprocess_input,
               "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "mobilenet_v2": (keras.applications.MobileNetV2,
+    contract.MOBILENET_V2: (keras.applications.MobileNetV2,
                      keras.applications.mobilenet_v2.preprocess_input,
                      "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_"
                      "kernels_1.0_{size}_no_top.h5"),
-    "resnet50_v2": (keras.applications.ResNet50V2,
+    contract.RESNET50_V2: (keras.applications.ResNet50V2,
                     keras.applications.resnet_v2.preprocess_input,
                     "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_"
                     "notop.h5"),
 }
 _KERAS_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/"
                       "keras-applications")
-MODELS = ("cnn", "cnn_aug") + tuple(TRANSFER_BASES)
+MODELS = contract.MODELS
+THESIS_CNNS = (contract.CNN, contract.CNN_AUG)
+assert set(MODELS) == set(THESIS_CNNS) | set(TRANSFER_BASES)
 # Smallest input each model can take: the thesis CNN's valid convolutions and
 # four poolings need 58 px; Keras's bases need 32.
-MIN_IMAGE_SIZE = {"cnn": 58, "cnn_aug": 58, "vgg16": 32, "mobilenet_v2": 32,
-                  "resnet50_v2": 32}
+MIN_IMAGE_SIZE = {name: 58 if name in THESIS_CNNS else 32 for name in MODELS}
 # Models trained with the augmentation of components/augment.py.
-AUGMENTED_MODELS = ("cnn_aug",)
+AUGMENTED_MODELS = (contract.CNN_AUG,)
 INPUT_NAME = "image"
-
-
-def check_model_names(names) -> tuple:
-  """`names` as a tuple if they are distinct, known and not empty."""
-  names = tuple(names)
-  if not names or len(set(names)) != len(names) or set(names) - set(MODELS):
-    raise ValueError(f"expected distinct names from {','.join(MODELS)}, got "
-                     f"{names}")
-  return names
 
 
 def head_units(task: str) -> int:
   """1 sigmoid unit for binary, one softmax unit per class otherwise."""
-  return 1 if task == "binary" else CLASS_COUNTS[task]
+  return 1 if task == contract.BINARY else contract.class_count(task)
 
 
 def _head(x, task: str):
@@ -177,8 +171,7 @@ def build_model(name: str, task: str, image_size: int,
   `weights` matters for transfer models only: "imagenet" (Keras's download
   and cache), "none", or a path to a weights file (local or gs://).
   """
-  if task not in CLASS_COUNTS:
-    raise ValueError(f"task must be one of {tuple(CLASS_COUNTS)}, got {task!r}")
+  contract.check_task(task)
   if name not in MODELS:
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
   if image_size < MIN_IMAGE_SIZE[name]:
@@ -189,7 +182,7 @@ def build_model(name: str, task: str, image_size: int,
     outputs = _transfer(inputs, name, task, image_size, weights)
   else:
     outputs = _thesis_cnn(inputs, task,
-                          dropout=0.5 if name == "cnn_aug" else 0)
+                          dropout=0.5 if name == contract.CNN_AUG else 0)
   return keras.Model(inputs, outputs, name=name)
 
 
@@ -228,7 +221,7 @@ def parameter_counts(model: keras.Model) -> Dict[str, int]:
 def compile_model(model: keras.Model, task: str, learning_rate: float,
                   xla: bool = False) -> None:
   """RMSprop as in the thesis; loss and metrics by task; optional XLA."""
-  if task == "binary":
+  if task == contract.BINARY:
     loss = keras.losses.BinaryCrossentropy()
     metrics = [keras.metrics.BinaryAccuracy(name="accuracy"),
                keras.metrics.AUC(name="auc")]

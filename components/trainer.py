@@ -3,17 +3,16 @@
 Reads the Transform output with the Trainer's data accessor (tfxio: parallel
 reads and parsing), decodes the stored uint8 pixels on batches, augments the
 train split only, prefetches, trains one model and exports it with the
-signatures of serving/signatures.py.
+signatures of serving/export/signatures.py.
 
-custom_config keys (all optional): task, model, image_size, epochs,
-batch_size, learning_rate, seed, weights, class_weight, fine_tune_layers,
-fine_tune_epochs, mixed_precision, xla, restore_best_epoch, gradcam_layer.
+custom_config: the task, the model and schema.settings.TrainingSettings, as
+schema.settings.trainer_custom_config writes them; checked on arrival.
 """
 
 import json
 import os
 import time
-from typing import Any, Dict
+from typing import Dict
 
 from absl import logging
 import numpy as np
@@ -25,38 +24,15 @@ from tfx_bsl.public import tfxio
 from components import augment
 from components import models
 from components import training_curves
-from components import transform
-from serving import gradcam
-from serving import signatures
+from schema import contract
+from schema import layout
+from schema import settings as settings_lib
+from serving.export import gradcam
+from serving.export import pixels
+from serving.export import signatures
 
-DEFAULTS: Dict[str, Any] = {
-    "task": "binary",
-    "model": "cnn_aug",
-    "image_size": transform.DEFAULT_IMAGE_SIZE,
-    "epochs": 30,
-    "batch_size": 32,
-    "learning_rate": 5e-4,
-    "seed": 42,
-    "weights": "none",  # transfer bases: imagenet, none, or a file path
-    "class_weight": "none",  # or "balanced"
-    "fine_tune_layers": 0,  # > 0: a second phase on the top N base layers
-    "fine_tune_epochs": 10,
-    "mixed_precision": "",  # "", "float16" or "bfloat16"
-    "xla": False,
-    # Export the weights of the epoch with the lowest validation loss, not
-    # the last: RMSprop at the thesis's rate swings between epochs.
-    "restore_best_epoch": True,
-    "gradcam_layer": "",  # "": the last convolutional feature map
-}
-HISTORY_FILE = "history.json"
 # Fine-tuning runs at this fraction of the first phase's learning rate.
 FINE_TUNE_LR_FACTOR = 0.1
-
-
-def training_config(custom_config) -> Dict[str, Any]:
-  config = dict(DEFAULTS)
-  config.update(custom_config or {})
-  return config
 
 
 def input_fn(file_pattern, data_accessor: tfx.components.DataAccessor,
@@ -71,7 +47,7 @@ def input_fn(file_pattern, data_accessor: tfx.components.DataAccessor,
   dataset = data_accessor.tf_dataset_factory(
       file_pattern,
       tfxio.TensorFlowDatasetOptions(
-          batch_size=batch_size, label_key=transform.LABEL_KEY,
+          batch_size=batch_size, label_key=contract.LABEL_KEY,
           num_epochs=1, shuffle=train, shuffle_seed=seed,
           shuffle_buffer_size=1024 if train else 1),
       tf_transform_output.transformed_metadata.schema)
@@ -83,8 +59,8 @@ def training_batches(dataset: tf.data.Dataset, image_size: int, train: bool,
   """(Transform features, label) batches -> (pixels, label) batches."""
 
   def to_images(features, label, batch_seed=None):
-    images = transform.image_from_transformed(features[transform.PIXELS_KEY],
-                                              image_size)
+    images = pixels.image_from_transformed(features[contract.PIXELS_KEY],
+                                           image_size)
     images = tf.cast(images, tf.float32)
     if batch_seed is not None:
       images = augment.augment_images(images, batch_seed)
@@ -185,8 +161,8 @@ def balanced_class_weights(file_patterns, classes: int) -> Dict[int, float]:
   files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
   labels = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
       lambda record: tf.io.parse_single_example(
-          record, {transform.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
-      )[transform.LABEL_KEY], num_parallel_calls=tf.data.AUTOTUNE)
+          record, {contract.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+      )[contract.LABEL_KEY], num_parallel_calls=tf.data.AUTOTUNE)
   counts = np.bincount(np.fromiter(labels.as_numpy_iterator(), np.int64),
                        minlength=classes)
   if not counts.all():
@@ -199,18 +175,19 @@ def balanced_class_weights(file_patterns, classes: int) -> Dict[int, float]:
 
 
 def _train_phase(model, train_data, eval_data, first_epoch: int, epochs: int,
-                 config, log_dir: str, class_weight):
+                 training: settings_lib.TrainingSettings, log_dir: str,
+                 class_weight):
   """Fits epochs first_epoch+1 .. first_epoch+epochs.
 
   Returns (history dict, 1-based epoch whose weights the model now holds).
   """
   last = first_epoch + epochs
   callbacks = [_EpochTimer(),
-               _ProgressLog(last, int(config["batch_size"]),
+               _ProgressLog(last, training.batch_size,
                             first_epoch=first_epoch),
                tf.keras.callbacks.TensorBoard(log_dir=log_dir)]
   best = None
-  if config["restore_best_epoch"]:
+  if training.restore_best_epoch:
     # Patience of every epoch: never stops early, only restores the best.
     best = tf.keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=epochs, restore_best_weights=True,
@@ -225,69 +202,68 @@ def _train_phase(model, train_data, eval_data, first_epoch: int, epochs: int,
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """TFX Trainer entry point."""
-  config = training_config(fn_args.custom_config)
-  logging.info("Training with %s", config)
-  tf.keras.utils.set_random_seed(int(config["seed"]))
-  task, name = config["task"], config["model"]
-  image_size = int(config["image_size"])
-  learning_rate = float(config["learning_rate"])
+  config = settings_lib.TrainerConfig.from_custom_config(
+      fn_args.custom_config)
+  task, name, training = config.task, config.model, config.training
+  logging.info("Training %s for the %s task with %s", name, task, training)
+  tf.keras.utils.set_random_seed(training.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  if config["mixed_precision"]:
+  if training.mixed_precision:
     # float16/bfloat16 compute; the head stays float32 (models._head).
     tf.keras.mixed_precision.set_global_policy(
-        f"mixed_{config['mixed_precision']}")
+        f"mixed_{training.mixed_precision}")
 
   def dataset(files, train):
     return input_fn(files, fn_args.data_accessor, tf_transform_output,
-                    int(config["batch_size"]), image_size, train=train,
+                    training.batch_size, training.image_size, train=train,
                     augmented=name in models.AUGMENTED_MODELS,
-                    seed=int(config["seed"]))
+                    seed=training.seed)
 
   with distribution_strategy().scope():
-    model = models.build_model(name, task, image_size, config["weights"])
-    models.compile_model(model, task, learning_rate, xla=config["xla"])
+    model = models.build_model(name, task, training.image_size,
+                               training.weights)
+    models.compile_model(model, task, training.learning_rate,
+                         xla=training.xla)
   model.summary(print_fn=logging.info)
   # A wrong Grad-CAM layer name fails now, not at export after training.
-  gradcam_layer = (config["gradcam_layer"]
-                   or gradcam.find_target_layer(model))
+  gradcam_layer = training.gradcam_layer or gradcam.find_target_layer(model)
   gradcam.gradcam_model(model, gradcam_layer)
   logging.info("Grad-CAM explains layer %s", gradcam_layer)
   class_weight = None
-  if config["class_weight"] == "balanced":
+  if training.class_weight == "balanced":
     class_weight = balanced_class_weights(fn_args.train_files,
-                                          models.CLASS_COUNTS[task])
+                                          contract.class_count(task))
   train_data = dataset(fn_args.train_files, train=True)
   eval_data = dataset(fn_args.eval_files, train=False)
   log_dir = os.path.join(fn_args.model_run_dir, "logs")
-  epochs = int(config["epochs"])
-  history, exported = _train_phase(model, train_data, eval_data, 0, epochs,
-                                   config, log_dir, class_weight)
+  history, exported = _train_phase(model, train_data, eval_data, 0,
+                                   training.epochs, training, log_dir,
+                                   class_weight)
   record = {k: [float(v) for v in vs] for k, vs in history.items()}
 
-  fine_tune_layers = int(config["fine_tune_layers"])
-  if fine_tune_layers:
-    unfrozen = models.unfreeze_top(model, fine_tune_layers)
+  if training.fine_tune_layers:
+    unfrozen = models.unfreeze_top(model, training.fine_tune_layers)
+    fine_tune_rate = training.learning_rate * FINE_TUNE_LR_FACTOR
     logging.info("Fine-tuning %d base layers (%s .. %s) at lr %g",
-                 len(unfrozen), unfrozen[0], unfrozen[-1],
-                 learning_rate * FINE_TUNE_LR_FACTOR)
-    models.compile_model(model, task, learning_rate * FINE_TUNE_LR_FACTOR,
-                         xla=config["xla"])
+                 len(unfrozen), unfrozen[0], unfrozen[-1], fine_tune_rate)
+    models.compile_model(model, task, fine_tune_rate, xla=training.xla)
     history, exported = _train_phase(
-        model, train_data, eval_data, epochs,
-        int(config["fine_tune_epochs"]), config, log_dir, class_weight)
+        model, train_data, eval_data, training.epochs,
+        training.fine_tune_epochs, training, log_dir, class_weight)
     for key, values in history.items():
       record.setdefault(key, []).extend(float(v) for v in values)
     record["fine_tuned_layers"] = unfrozen
 
   tf.io.gfile.makedirs(fn_args.model_run_dir)
-  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE),
-                         "w") as f:
+  with tf.io.gfile.GFile(
+      os.path.join(fn_args.model_run_dir, layout.HISTORY_FILE), "w") as f:
     record["exported_epoch"] = exported  # 1-based, across both phases
     record["device"] = device_name()
     json.dump(record, f, indent=1)
-  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir,
-                                      training_curves.CURVES_FILE), "wb") as f:
+  with tf.io.gfile.GFile(
+      os.path.join(fn_args.model_run_dir, layout.CURVES_FILE), "wb") as f:
     f.write(training_curves.plot_history(record, f"{name}, {task} task"))
   signatures.export_serving_model(model, tf_transform_output,
-                                  fn_args.serving_model_dir, task, image_size,
+                                  fn_args.serving_model_dir, task,
+                                  training.image_size,
                                   gradcam_layer=gradcam_layer)

@@ -12,8 +12,6 @@ matplotlib.use("Agg")  # No display on training machines.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 
-CURVES_FILE = "curves.png"
-
 
 def plot_history(history: Dict[str, List[float]], title: str) -> bytes:
   """PNG bytes: accuracy (left) and loss (right), train and validation."""

@@ -10,7 +10,7 @@ import os
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
-ANOMALIES_FILE = "SchemaDiff.pb"  # As ExampleValidator writes it.
+from schema import layout
 
 
 class DataAnomaliesError(RuntimeError):
@@ -25,7 +25,7 @@ def describe_anomalies(anomalies_artifact) -> str:
       anomalies_artifact.split_names):
     path = os.path.join(
         artifact_utils.get_split_uri([anomalies_artifact], split),
-        ANOMALIES_FILE)
+        layout.ANOMALIES_FILE)
     anomalies = anomalies_util.load_anomalies_binary(path)
     for feature, info in sorted(anomalies.anomaly_info.items()):
       lines.append(f"  split {split}, feature '{feature}': "

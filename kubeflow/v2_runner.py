@@ -12,13 +12,17 @@ from typing import List, Optional
 from tfx import v1 as tfx
 
 from pipeline import pipeline as pipeline_lib
-from pipeline import runner
+from schema import layout
+from schema import settings as settings_lib
 
 
 def compile_pipeline(output_file: str, data_root: str, pipeline_root: str,
                      serving_base: str, task: str, image: str,
-                     settings: pipeline_lib.TrainingSettings = (
-                         pipeline_lib.TrainingSettings()),
+                     run: settings_lib.RunSettings = settings_lib.RunSettings(),
+                     training: settings_lib.TrainingSettings = (
+                         settings_lib.TrainingSettings()),
+                     gates: settings_lib.GateSettings = (
+                         settings_lib.GateSettings()),
                      beam_pipeline_args: Optional[List[str]] = None,
                      cross_data_root: Optional[str] = None) -> str:
   """Writes the pipeline spec JSON; returns its path.
@@ -28,12 +32,14 @@ def compile_pipeline(output_file: str, data_root: str, pipeline_root: str,
   Caching is left to KFP, which keys it on the same inputs and properties.
   """
   pipeline = pipeline_lib.create_pipeline(
-      pipeline_name=runner.pipeline_name_for(task),
+      pipeline_name=layout.pipeline_name(task),
       pipeline_root=pipeline_root,
       data_root=data_root,
       task=task,
       serving_base=serving_base,
-      settings=settings,
+      run=run,
+      training=training,
+      gates=gates,
       cross_data_root=cross_data_root,
       beam_pipeline_args=beam_pipeline_args)
   dag_runner = tfx.orchestration.experimental.KubeflowV2DagRunner(

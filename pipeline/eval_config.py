@@ -4,10 +4,8 @@ from typing import Optional
 
 import tensorflow_model_analysis as tfma
 
-from components import image_layouts
-from serving import signatures
-
-LABEL_KEY = "label"
+from schema import contract
+from schema import settings
 # A candidate may not fall more than this below the latest blessed model.
 REGRESSION_TOLERANCE = 0.02
 
@@ -32,8 +30,9 @@ def _overall_threshold(lower_bound: float
 # original file's channels (grayscale vs RGB files, a known shortcut in
 # Kermany data); its size bucket. The binary model also gets the diagnosis,
 # so its sensitivity on viral pneumonia shows on its own.
-SLICE_FEATURES = (LABEL_KEY, "source", "channels", "size_bucket")
-BINARY_SLICE_FEATURES = ("diagnosis",)
+SLICE_FEATURES = (contract.LABEL_KEY, contract.SOURCE_KEY,
+                  contract.CHANNELS_KEY, contract.SIZE_BUCKET_KEY)
+BINARY_SLICE_FEATURES = (contract.DIAGNOSIS_KEY,)
 
 
 def _metric(class_name: str, lower_bound: Optional[float],
@@ -50,26 +49,26 @@ def _metric(class_name: str, lower_bound: Optional[float],
                            per_slice_thresholds=per_slice)
 
 
-def make_eval_config(task: str, min_accuracy: float = 0.0,
-                     min_auc: float = 0.0, min_recall: float = 0.0,
+def make_eval_config(task: str,
+                     gates: settings.GateSettings = settings.GateSettings(),
                      thresholds: bool = True) -> tfma.EvalConfig:
   """Metrics overall and per slice; floors on the overall slice gate blessing.
 
   Binary: accuracy, loss, ROC AUC and PR AUC, precision, recall
   (sensitivity), specificity and the confusion matrix at 0.5, calibration.
   3-class: accuracy, loss, one-vs-rest AUC and per-class precision and recall
-  (of the arg-max class), the confusion matrix. `min_auc` and `min_recall`
-  apply to the binary task; the 3-class task is gated on accuracy.
-  thresholds=False: no floors and no regression rule (cross-data scoring).
+  (of the arg-max class), the confusion matrix. The gates' `min_auc` and
+  `min_recall` apply to the binary task; the 3-class task is gated on
+  accuracy. thresholds=False: no floors and no regression rule (cross-data
+  scoring).
   """
-  if task not in image_layouts.TASKS:
-    raise ValueError(f"task must be one of {image_layouts.TASKS}")
+  contract.check_task(task)
   gate = dict(thresholds=thresholds)
-  if task == "binary":
+  if task == contract.BINARY:
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
-        _metric("BinaryAccuracy", min_accuracy, **gate),
-        _metric("AUC", min_auc, **gate),
+        _metric("BinaryAccuracy", gates.min_accuracy, **gate),
+        _metric("AUC", gates.min_auc, **gate),
         tfma.MetricConfig(class_name="AUC",
                           config='"curve": "PR", "name": "auc_pr"'),
         tfma.MetricConfig(class_name="BinaryCrossentropy",
@@ -77,7 +76,7 @@ def make_eval_config(task: str, min_accuracy: float = 0.0,
         # At the 0.5 threshold: recall is sensitivity.
         tfma.MetricConfig(class_name="Precision"),
         # Gates only when asked for: at 0 it would add a no-regression rule.
-        _metric("Recall", min_recall or None, **gate),
+        _metric("Recall", gates.min_recall or None, **gate),
         tfma.MetricConfig(class_name="Specificity"),
         # The confusion matrix at 0.5, as four numbers every slice keeps.
         tfma.MetricConfig(class_name="TruePositives"),
@@ -90,14 +89,14 @@ def make_eval_config(task: str, min_accuracy: float = 0.0,
   else:
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
-        _metric("SparseCategoricalAccuracy", min_accuracy, **gate),
+        _metric("SparseCategoricalAccuracy", gates.min_accuracy, **gate),
         tfma.MetricConfig(class_name="SparseCategoricalCrossentropy",
                           config='"name": "loss"'),
         tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
     ]
     slice_features = SLICE_FEATURES
   metrics_specs = [tfma.MetricsSpec(metrics=metrics)]
-  if task == "multiclass":
+  if task == contract.MULTICLASS:
     # One-vs-rest per class (normal, bacterial, viral); top_k 1 makes
     # precision and recall those of the arg-max prediction. Except on exact
     # ties (a collapsed model with equal outputs): TFMA's top_k takes the
@@ -110,10 +109,10 @@ def make_eval_config(task: str, min_accuracy: float = 0.0,
                                    config='"top_k": 1'),
                  tfma.MetricConfig(class_name="Recall", config='"top_k": 1')],
         binarize=tfma.BinarizationOptions(
-            class_ids={"values": list(range(3))})))
+            class_ids={"values": list(range(contract.class_count(task)))})))
   return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(signature_name=signatures.TF_EXAMPLE,
-                                  label_key=LABEL_KEY,
+      model_specs=[tfma.ModelSpec(signature_name=contract.TF_EXAMPLE,
+                                  label_key=contract.LABEL_KEY,
                                   preprocessing_function_names=[])],
       slicing_specs=[tfma.SlicingSpec()] + [
           tfma.SlicingSpec(feature_keys=[feature])

@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image
 
 from components import image_layouts
+from schema import contract
+from schema.contract import BACTERIAL, KINDS, NORMAL
 
-KINDS = ("normal", "bacterial", "viral")
 LESIONS_FILE = "lesions.json"
 # Share of patients per kind; Kermany is about 1 normal : 2.9 pneumonia, but a
 # balanced demo set learns faster and still exercises every class.
@@ -119,7 +120,7 @@ def draw_image(rng: np.random.Generator, anatomy: Anatomy, kind: str,
   img = np.maximum(img, heart * (anatomy.tissue + 0.12))
 
   boxes: List[List[int]] = []
-  if kind == "bacterial":
+  if kind == BACTERIAL:
     # Lobar consolidation: a dense blob in a lower or middle zone of one lung.
     side = rng.choice([-1, 1])
     ly = cy - 0.5 + anatomy.lung_top + rng.uniform(-0.05, 0.15)
@@ -130,7 +131,7 @@ def draw_image(rng: np.random.Generator, anatomy: Anatomy, kind: str,
     blob = np.clip(blob, 0, 1) * lungs[0 if side < 0 else 1]
     img += 0.55 * blob
     boxes.append(_box(blob))
-  elif kind == "viral":
+  elif kind == contract.VIRAL:
     # Interstitial haze: fine reticular texture over both lungs.
     texture = (0.6 + 0.4 * _smooth_noise(rng, size, 24))
     reticular = np.abs(np.sin(xx * size / 3.0) * np.sin(yy * size / 3.5))
@@ -170,22 +171,23 @@ def generate(out_dir: str, n: int = 300, size: int = 256, seed: int = 0,
   lesions: Dict[str, List[List[int]]] = {}
   counts: Dict[str, int] = {}
   # Kermany numbers pneumonia patients (personN) across both kinds.
-  next_id = {"normal": 1, "pneumonia": 1}
-  image_no = {"bacterial": 1, "viral": 1}
+  next_id = {NORMAL: 1, contract.PNEUMONIA: 1}
+  image_no = {BACTERIAL: 1, contract.VIRAL: 1}
   written = 0
   while written < n:
     kind = KINDS[rng.choice(len(KINDS), p=KIND_SHARES)]
     split = "test" if rng.random() < test_fraction else "train"
     anatomy = _patient_anatomy(rng)
-    series = "normal" if kind == "normal" else "pneumonia"
+    series = NORMAL if kind == NORMAL else contract.PNEUMONIA
     patient = next_id[series]
     next_id[series] += 1
     lo, hi = images_per_patient
     for k in range(min(int(rng.integers(lo, hi + 1)), n - written)):
-      if kind == "normal":
+      if kind == NORMAL:
         folder, name = "NORMAL", f"IM-{patient:04d}-{k + 1:04d}.jpeg"
       else:
-        tag = "bacteria" if kind == "bacterial" else "virus"
+        # Kermany's file names: personN_bacteria_M, personN_virus_M.
+        tag = "bacteria" if kind == BACTERIAL else "virus"
         folder = "PNEUMONIA"
         name = f"person{patient}_{tag}_{image_no[kind]}.jpeg"
         image_no[kind] += 1

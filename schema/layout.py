@@ -84,6 +84,7 @@ HISTORY_FILE = "history.json"  # Trainer's ModelRun: Keras history
 CURVES_FILE = "curves.png"  # Trainer's ModelRun: training curves
 QUARANTINE_FILE = "quarantine.csv"  # ImageExampleGen's ImageQuarantine
 COUNTS_PROPERTY = "image_counts"  # JSON custom property of the Examples
+ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's, per split
 # Inside a model version folder, as TF Serving reads it.
 SAVED_MODEL_FILE = "saved_model.pb"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")

@@ -4,9 +4,11 @@ import csv
 import os
 import shutil
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import pytest
 
-import pytest  # pylint: disable=g-import-not-at-top
+# Before any test module imports TensorFlow: schema/__init__.py selects
+# Keras 2.
+import schema  # noqa: F401  pylint: disable=unused-import
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -73,22 +75,23 @@ def synthetic_pipeline(tmp_path_factory):
   """
   # pylint: disable=g-import-not-at-top
   import glob
-  from pipeline import pipeline as pipeline_lib
   from pipeline import runner
   from pipeline import synthetic
+  from schema import layout
+  from schema import settings
   root = tmp_path_factory.mktemp("synthetic_pipeline")
   data, out = str(root / "data"), str(root / "out")
   synthetic.generate(data, n=SYNTHETIC_PIPELINE["n"],
                      size=SYNTHETIC_PIPELINE["size"], seed=7)
-  settings = pipeline_lib.TrainingSettings(
-      models=(SYNTHETIC_PIPELINE["model"],),
-      image_size=SYNTHETIC_PIPELINE["image_size"],
-      epochs=SYNTHETIC_PIPELINE["epochs"], batch_size=16, seed=7,
-      min_accuracy=0.0, min_auc=0.0, min_recall=0.0)
-  runner.run(data, "binary", out, settings)
-  serving = runner.output_paths(out)["serving"]
-  model_name = pipeline_lib.serving_model_name("binary",
-                                               SYNTHETIC_PIPELINE["model"])
+  runner.run(data, "binary", out,
+             settings.RunSettings(models=(SYNTHETIC_PIPELINE["model"],)),
+             settings.TrainingSettings(
+                 image_size=SYNTHETIC_PIPELINE["image_size"],
+                 epochs=SYNTHETIC_PIPELINE["epochs"], batch_size=16, seed=7),
+             settings.GateSettings(0.0, 0.0, 0.0))
+  serving = layout.output_paths(out).serving
+  model_name = layout.serving_model_name("binary",
+                                         SYNTHETIC_PIPELINE["model"])
   pushed = glob.glob(os.path.join(serving, model_name, "*", "saved_model.pb"))
   assert len(pushed) == 1, f"the run pushed {pushed}"
   return {"data": data, "output": out, "serving": serving,

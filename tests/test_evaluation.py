@@ -7,9 +7,10 @@ import pytest
 import tensorflow_model_analysis as tfma
 
 from pipeline import eval_config
-from pipeline import pipeline as pipeline_lib
 from pipeline import runner
 from pipeline import summary
+from schema import layout
+from schema import settings
 
 BINARY_METRICS = {"example_count", "binary_accuracy", "auc", "auc_pr", "loss",
                   "precision", "recall", "specificity", "true_positives",
@@ -20,7 +21,7 @@ def test_binary_evaluator_holds_every_metric_slice_and_plot(
     synthetic_pipeline):
   result = summary.summarize(
       os.path.join(synthetic_pipeline["output"], "metadata.sqlite"),
-      runner.pipeline_name_for("binary"))
+      layout.pipeline_name("binary"))
   model = result.models[synthetic_pipeline["model"]]
   metrics = model.metrics
   assert BINARY_METRICS <= set(metrics["Overall"]), metrics["Overall"]
@@ -48,7 +49,8 @@ def test_binary_evaluator_holds_every_metric_slice_and_plot(
 
 
 def test_multiclass_config_has_per_class_precision_recall_and_matrix():
-  config = eval_config.make_eval_config("multiclass", min_accuracy=0.7)
+  config = eval_config.make_eval_config(
+      "multiclass", settings.GateSettings(min_accuracy=0.7))
   names = {m.class_name for spec in config.metrics_specs
            for m in spec.metrics}
   assert {"SparseCategoricalAccuracy", "MultiClassConfusionMatrixPlot",
@@ -62,8 +64,8 @@ def test_multiclass_config_has_per_class_precision_recall_and_matrix():
 
 def test_cross_data_config_gates_nothing():
   for task in ("binary", "multiclass"):
-    config = eval_config.make_eval_config(task, 0.9, 0.9, 0.9,
-                                          thresholds=False)
+    config = eval_config.make_eval_config(
+        task, settings.GateSettings(0.9, 0.9, 0.9), thresholds=False)
     assert not any(m.per_slice_thresholds or m.HasField("threshold")
                    for spec in config.metrics_specs for m in spec.metrics)
 
@@ -82,9 +84,10 @@ def _binary_test_counts(data):
           "viral": sum("_virus_" in n for n in names)}
 
 
-CROSS_SETTINGS = pipeline_lib.TrainingSettings(
-    models=("cnn",), image_size=58, epochs=1, batch_size=8, min_accuracy=0.0,
-    min_auc=0.0, min_recall=0.0)
+CROSS_RUN = settings.RunSettings(models=("cnn",))
+CROSS_TRAINING = settings.TrainingSettings(image_size=58, epochs=1,
+                                           batch_size=8)
+CROSS_GATES = settings.GateSettings(0.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass"])
@@ -104,11 +107,12 @@ def test_cross_data_evaluation_maps_the_labels(task, real_binary_subset,
     expected = {0: source["normal"], 1: source["bacterial"],
                 2: source["viral"]}
   out = str(tmp_path / "out")
-  runner.run(data, task, out, CROSS_SETTINGS, cross_data=cross)
-  result = summary.summarize(runner.output_paths(out)["metadata"],
-                             runner.pipeline_name_for(task))
+  runner.run(data, task, out, CROSS_RUN, CROSS_TRAINING, CROSS_GATES,
+             cross_data=cross)
+  result = summary.summarize(layout.output_paths(out).metadata,
+                             layout.pipeline_name(task))
   assert set(result.states.values()) == {"COMPLETE"}, result.states
-  assert pipeline_lib.node_id(pipeline_lib.CROSS_EVALUATOR, "cnn") in (
+  assert layout.node_id(layout.CROSS_EVALUATOR, "cnn") in (
       result.states)
   cross_metrics = result.models["cnn"].cross_metrics
   counts = {label: cross_metrics[f"label:{label}"]["example_count"]

@@ -14,6 +14,7 @@ from tfx.types import standard_artifacts
 
 from components import image_example_gen
 from components import image_layouts
+from schema import layout
 
 
 def run_executor(data_dir, out_dir, task, eval_percent=25,
@@ -30,9 +31,9 @@ def run_executor(data_dir, out_dir, task, eval_percent=25,
                "eval_percent": eval_percent, "split_salt": "cxr",
                "input_fingerprint": ""})
   counts = json.loads(examples.get_string_custom_property(
-      image_example_gen.COUNTS_PROPERTY))
+      layout.COUNTS_PROPERTY))
   with open(os.path.join(quarantine.uri,
-                         image_example_gen.QUARANTINE_FILE)) as f:
+                         layout.QUARANTINE_FILE)) as f:
     quarantined = list(csv.DictReader(f))
   return examples, counts, quarantined
 

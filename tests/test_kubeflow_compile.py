@@ -3,7 +3,7 @@
 import json
 
 from kubeflow import v2_runner
-from pipeline import pipeline as pipeline_lib
+from schema import settings
 
 
 def test_compiles_to_a_kfp_v2_spec(tmp_path):
@@ -11,7 +11,7 @@ def test_compiles_to_a_kfp_v2_spec(tmp_path):
       str(tmp_path / "cxr.json"), data_root="gs://bucket/chest_xray",
       pipeline_root="gs://bucket/root", serving_base="gs://bucket/serving",
       task="multiclass", image="example.com/cxr-tfx:latest",
-      settings=pipeline_lib.TrainingSettings(models=("cnn", "mobilenet_v2")),
+      run=settings.RunSettings(models=("cnn", "mobilenet_v2")),
       cross_data_root="gs://bucket/chest_xray_binary_layout")
   with open(path) as f:
     spec = json.load(f)

@@ -9,15 +9,17 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from pipeline import pipeline as pipeline_lib
 from pipeline import runner
 from pipeline import summary
 from pipeline import synthetic
-from serving import signatures
+from schema import contract
+from schema import layout
+from schema import settings
 
-SETTINGS = pipeline_lib.TrainingSettings(
-    models=("cnn",), image_size=64, epochs=12, batch_size=16, seed=1,
-    min_accuracy=0.8, min_auc=0.9, min_recall=0.0)
+RUN = settings.RunSettings(models=("cnn",))
+TRAINING = settings.TrainingSettings(image_size=64, epochs=12, batch_size=16,
+                                     seed=1)
+GATES = settings.GateSettings(min_accuracy=0.8, min_auc=0.9, min_recall=0.0)
 
 
 def test_pipeline_blesses_pushes_and_serves(tmp_path):
@@ -27,10 +29,10 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   synthetic.generate(held_back, n=24, size=96, seed=12345)
   out = str(tmp_path / "out")
 
-  runner.run(data, "binary", out, SETTINGS)
-  paths = runner.output_paths(out)
-  result = summary.summarize(paths["metadata"],
-                             runner.pipeline_name_for("binary"))
+  runner.run(data, "binary", out, RUN, TRAINING, GATES)
+  paths = layout.output_paths(out)
+  result = summary.summarize(paths.metadata,
+                             layout.pipeline_name("binary"))
   assert set(result.states.values()) == {"COMPLETE"}, result.states
   assert list(result.models) == ["cnn"]
   cnn = result.models["cnn"]
@@ -46,7 +48,7 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   assert cnn.blessed is True and cnn.failed_thresholds == []
 
   # The Trainer kept its history: one value per epoch for each metric.
-  histories = glob.glob(os.path.join(paths["pipeline_root"], "Trainer_cnn",
+  histories = glob.glob(os.path.join(paths.pipeline_root, "Trainer_cnn",
                                      "model_run", "*", "history.json"))
   assert len(histories) == 1
   with open(histories[0]) as f:
@@ -61,13 +63,13 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
     assert np.asarray(curves.convert("L")).std() > 5  # not a blank canvas
 
   # Pushed where TF Serving looks: <base>/<model name>/<numeric version>/.
-  model_dir = os.path.join(paths["serving"],
-                           pipeline_lib.serving_model_name("binary", "cnn"))
+  model_dir = os.path.join(paths.serving,
+                           layout.serving_model_name("binary", "cnn"))
   assert cnn.pushed_model and cnn.pushed_model.startswith(model_dir)
   versions = os.listdir(model_dir)
   assert len(versions) == 1 and versions[0].isdigit()
   loaded = tf.saved_model.load(os.path.join(model_dir, versions[0]))
-  assert {signatures.SERVING_DEFAULT, signatures.TF_EXAMPLE} <= set(
+  assert {contract.SERVING_DEFAULT, contract.TF_EXAMPLE} <= set(
       loaded.signatures)
 
   files = sorted(glob.glob(os.path.join(held_back, "*", "*", "*.jpeg")))
@@ -76,7 +78,7 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   for f in files:
     with open(f, "rb") as fh:
       encoded.append(fh.read())
-  outputs = loaded.signatures[signatures.SERVING_DEFAULT](
+  outputs = loaded.signatures[contract.SERVING_DEFAULT](
       images=tf.constant(encoded))
   probabilities = outputs["probabilities"].numpy()
   assert probabilities.shape == (len(files), 2)
@@ -90,16 +92,16 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   examples = [tf.train.Example(features=tf.train.Features(feature={
       "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[e]))
   })).SerializeToString() for e in encoded]
-  via_examples = loaded.signatures[signatures.TF_EXAMPLE](
+  via_examples = loaded.signatures[contract.TF_EXAMPLE](
       examples=tf.constant(examples))["outputs"].numpy()
   assert np.allclose(via_examples[:, 0], probabilities[:, 1], atol=1e-5)
 
   # A second run with unchanged data and code is served from the cache up
   # to the Trainer; the Evaluator runs again because it now has a baseline
   # (the blessed model of the first run).
-  runner.run(data, "binary", out, SETTINGS)
-  rerun = summary.summarize(paths["metadata"],
-                            runner.pipeline_name_for("binary"))
+  runner.run(data, "binary", out, RUN, TRAINING, GATES)
+  rerun = summary.summarize(paths.metadata,
+                            layout.pipeline_name("binary"))
   assert rerun.run_id != result.run_id
   assert {n for n, s in rerun.states.items() if s == "CACHED"} >= {
       "ImageExampleGen", "ImportSchemaGen", "StatisticsGen",
@@ -114,10 +116,10 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
 
   # A floor no model can reach: not blessed, not pushed, and the summary
   # says which metric missed which threshold.
-  strict = dataclasses.replace(SETTINGS, min_accuracy=1.01)
-  runner.run(data, "binary", out, strict)
-  refused = summary.summarize(paths["metadata"],
-                              runner.pipeline_name_for("binary")).models["cnn"]
+  strict = dataclasses.replace(GATES, min_accuracy=1.01)
+  runner.run(data, "binary", out, RUN, TRAINING, strict)
+  refused = summary.summarize(paths.metadata,
+                              layout.pipeline_name("binary")).models["cnn"]
   assert refused.blessed is False and refused.pushed_model is None
   assert any("binary_accuracy on Overall" in f and "1.01" in f
              for f in refused.failed_thresholds), refused.failed_thresholds

@@ -57,7 +57,7 @@ def test_bad_values_are_refused_with_the_setting_named():
   with pytest.raises(ValueError, match="expected distinct names"):
     settings.RunSettings(models=("cnn", "cnn"))
   with pytest.raises(ValueError, match="min_auc"):
-    settings.GateSettings(min_auc=1.5)
+    settings.GateSettings(min_auc=-0.5)
   with pytest.raises(ValueError, match="TLS"):
     settings.ServeSettings(tls_cert="cert.pem")
   with pytest.raises(SystemExit):  # argparse: not a known model

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from components import models
 from components import trainer
-from components import transform
+from schema import contract
+from schema import settings
 
 
 def test_balanced_class_weights(tmp_path):
@@ -31,7 +32,7 @@ def _data(n=8, size=64):
 
 
 def test_frozen_then_fine_tune_phases(tmp_path):
-  config = dict(trainer.DEFAULTS, batch_size=4)
+  config = settings.TrainingSettings(batch_size=4)
   model = models.build_model("vgg16", "binary", 64)
   models.compile_model(model, "binary", 5e-4)
   history, exported = trainer._train_phase(  # pylint: disable=protected-access
@@ -78,7 +79,7 @@ def _transformed_batches(n=24, size=16):
       rng.integers(0, 256, (size, size, 3), dtype=np.uint8))).numpy()
             for _ in range(n)]
   return tf.data.Dataset.from_tensor_slices(
-      ({transform.PIXELS_KEY: np.array(pixels).reshape(-1, 1)},
+      ({contract.PIXELS_KEY: np.array(pixels).reshape(-1, 1)},
        np.arange(n) % 2)).batch(4)
 
 

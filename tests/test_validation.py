@@ -10,6 +10,7 @@ from tfx.types import standard_artifacts
 
 from components import validation_gate
 import schema
+from schema import layout
 from tests.test_image_example_gen import run_executor
 
 
@@ -22,7 +23,7 @@ def _anomalies_artifact(statistics, task, root):
       statistics, tfdv.load_schema_text(schema.schema_path(task)))
   split_dir = artifact_utils.get_split_uri([artifact], "train")
   os.makedirs(split_dir)
-  with open(os.path.join(split_dir, validation_gate.ANOMALIES_FILE), "wb") as f:
+  with open(os.path.join(split_dir, layout.ANOMALIES_FILE), "wb") as f:
     f.write(anomalies.SerializeToString())
   return artifact
 
