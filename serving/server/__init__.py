@@ -96,6 +96,7 @@ def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
 
   Raises:
     OSError: a port cannot be bound or a PEM file read.
+    ValueError: legacy_settings that ServeSettings refuses.
   """
   if legacy_settings:
     settings = _with_legacy_settings(settings, legacy_settings)
