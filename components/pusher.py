@@ -24,6 +24,8 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
+from schema import layout
+
 
 class Executor(pusher_executor.Executor):
   """Pushes a blessed model unless its latest pushed version is the same."""
@@ -58,20 +60,23 @@ def _base_directory(exec_properties: Dict[str, Any]) -> Optional[str]:
 
 def served_copy(model_path: str, base_directory: Optional[str]
                 ) -> Optional[str]:
-  """The latest numeric version under base_directory if it holds exactly
+  """The latest version under base_directory if it holds exactly
   model_path's files (same names, same bytes); else None."""
-  if not base_directory or not fileio.isdir(base_directory):
+  if not base_directory:
     return None
-  versions = [v.rstrip("/") for v in fileio.listdir(base_directory)]
-  versions = [v for v in versions if v.isdigit()]
+  versions = layout.model_versions(base_directory)
   if not versions:
     return None
-  latest = os.path.join(base_directory, max(versions, key=int))
+  latest = versions[max(versions)]
   return latest if _digests(latest) == _digests(model_path) else None
 
 
 def _digests(root: str) -> Dict[str, str]:
-  """{relative file path: sha256} of every file under root."""
+  """{relative file path: sha256} of every file under root.
+
+  By content: a copy has the same bytes but not the same modification
+  times, so layout.fingerprint would tell it apart.
+  """
   digests = {}
   for directory, _, files in fileio.walk(root):
     for name in files:

@@ -23,8 +23,10 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-DEFAULT_SIGNATURE = "serving_default"
-GRADCAM_SIGNATURE = "gradcam"
+from schema import contract
+from schema.settings import ServeSettings
+
+_SIGNATURE_DEF = "signature_def"  # GetModelMetadata's metadata field
 
 
 class ClientError(Exception):
@@ -74,7 +76,8 @@ def _error(e: grpc.RpcError, server: str, model: str,
 class Client:
   """Calls one model server; `timeout` (seconds) bounds every call."""
 
-  def __init__(self, server: str = "localhost:8500", timeout: float = 10.0,
+  def __init__(self, server: str = ServeSettings().local_address,
+               timeout: float = 10.0,
                tls_ca: Optional[Union[str, bytes]] = None):
     """tls_ca: PEM root certificate(s), or a path to them, for a TLS server."""
     self.server = server
@@ -112,7 +115,7 @@ class Client:
       raise _error(e, self.server, model, version, self.timeout) from e
 
   def predict_tensors(self, model: str, inputs: Mapping[str, object],
-                      signature: str = DEFAULT_SIGNATURE,
+                      signature: str = contract.SERVING_DEFAULT,
                       version: Optional[int] = None,
                       output_filter: Sequence[str] = ()
                       ) -> Dict[str, np.ndarray]:
@@ -131,15 +134,15 @@ class Client:
             for name, tensor in response.outputs.items()}
 
   def predict(self, model: str, images: Sequence[bytes],
-              signature: str = DEFAULT_SIGNATURE,
+              signature: str = contract.SERVING_DEFAULT,
               version: Optional[int] = None) -> Dict[str, np.ndarray]:
     """Encoded images (JPEG/PNG bytes) -> the signature's outputs.
 
     serving_default answers `probabilities` [N, C] float32, `class_id` [N]
     int64 and `class_name` [N] bytes.
     """
-    return self.predict_tensors(model, {"images": _strings(images)},
-                                signature, version)
+    return self.predict_tensors(
+        model, {contract.IMAGES_INPUT: _strings(images)}, signature, version)
 
   def gradcam(self, model: str, images: Sequence[bytes],
               class_index: Optional[Union[int, Sequence[int]]] = None,
@@ -152,13 +155,14 @@ class Client:
     Returns `probabilities` [N, C], `class_id` [N] (the class explained),
     `heatmap` [N, H, W] float32 in [0, 1] and `overlay_png` [N] PNG bytes.
     """
-    inputs = {"images": _strings(images)}
+    inputs = {contract.IMAGES_INPUT: _strings(images)}
     if class_index is not None:
-      inputs["class_index"] = np.broadcast_to(
+      inputs[contract.CLASS_INDEX_INPUT] = np.broadcast_to(
           np.asarray(class_index, np.int32), [len(images)])
     if method is not None:
-      inputs["method"] = tf.make_tensor_proto(method, dtype=tf.string)
-    return self.predict_tensors(model, inputs, GRADCAM_SIGNATURE, version)
+      inputs[contract.METHOD_INPUT] = tf.make_tensor_proto(method,
+                                                           dtype=tf.string)
+    return self.predict_tensors(model, inputs, contract.GRADCAM, version)
 
   def status(self, model: str, version: Optional[int] = None
              ) -> Dict[int, str]:
@@ -175,14 +179,14 @@ class Client:
   def signatures(self, model: str, version: Optional[int] = None) -> Dict:
     """{signature name: SignatureDef} of the version served."""
     request = get_model_metadata_pb2.GetModelMetadataRequest(
-        metadata_field=["signature_def"])
+        metadata_field=[_SIGNATURE_DEF])
     request.model_spec.name = model
     if version is not None:
       request.model_spec.version.value = version
     response = self._call(self._predictions.GetModelMetadata, request, model,
                           version)
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(signature_defs)
+    response.metadata[_SIGNATURE_DEF].Unpack(signature_defs)
     return dict(signature_defs.signature_def)
 
 

@@ -25,6 +25,7 @@ import pytest
 
 from components import image_layouts
 from pipeline import cli
+from schema.settings import ServeSettings
 from serving import client as serving_client
 from serving import server
 from serving import signatures
@@ -46,7 +47,8 @@ def model_base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(model_base):
-  handle = server.start_server(model_base, poll_seconds=0.2, rest_port=0)
+  handle = server.start_server(
+      model_base, ServeSettings(port=0, rest_port=0, poll_seconds=0.2))
   yield handle
   handle.stop()
 
@@ -249,7 +251,8 @@ def _self_signed(directory) -> tuple:
 
 def test_tls(model_base, tmp_path):
   cert, key = _self_signed(tmp_path)
-  handle = server.start_server(model_base, tls_cert=cert, tls_key=key)
+  handle = server.start_server(
+      model_base, ServeSettings(port=0, tls_cert=cert, tls_key=key))
   try:
     client = serving_client.Client(handle.address, tls_ca=cert)
     assert client.status(BINARY) == {1: "AVAILABLE"}

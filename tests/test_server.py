@@ -34,6 +34,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from components import models
 from components import transform
+from schema.settings import ServeSettings
 from serving import server
 from serving import signatures
 
@@ -177,7 +178,7 @@ SERVER_KINDS = ("serving.server", "tensorflow_model_server")
 
 def _start(kind: str, base: str, work_dir: str):
   if kind == "serving.server":
-    return server.start_server(base, poll_seconds=POLL)
+    return server.start_server(base, ServeSettings(port=0, poll_seconds=POLL))
   binary = shutil.which("tensorflow_model_server")
   if binary is None:
     pytest.skip("tensorflow_model_server is not on PATH (it cannot be "
@@ -196,7 +197,8 @@ def model_base(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_server(model_base):
   """serving.server over model_base, with REST on a free port."""
-  handle = server.start_server(model_base, poll_seconds=POLL, rest_port=0)
+  handle = server.start_server(
+      model_base, ServeSettings(port=0, rest_port=0, poll_seconds=POLL))
   yield handle
   handle.stop()
 
@@ -411,8 +413,8 @@ def test_garbage_image_reports_the_decoder_message(served):
 
 def test_payload_above_the_message_limit(tmp_path, model_base):
   _push_copy(os.path.join(model_base, BINARY, "1"), str(tmp_path / BINARY), 1)
-  handle = server.start_server(str(tmp_path), poll_seconds=POLL,
-                               max_message_bytes=64 * 1024)
+  handle = server.start_server(str(tmp_path), ServeSettings(
+      port=0, poll_seconds=POLL, max_message_bytes=64 * 1024))
   try:
     stub = _stub(handle.address)
     with pytest.raises(grpc.RpcError) as raised:
@@ -476,7 +478,8 @@ def test_half_written_and_broken_versions_leave_the_old_one_serving(
   source = os.path.join(model_base, BINARY, "1")
   model_dir = tmp_path / BINARY
   _push_copy(source, str(model_dir), 1)
-  handle = server.start_server(str(tmp_path), poll_seconds=POLL)
+  handle = server.start_server(str(tmp_path),
+                               ServeSettings(port=0, poll_seconds=POLL))
   status = model_service_pb2_grpc.ModelServiceStub(
       grpc.insecure_channel(handle.address))
   def states():

@@ -12,6 +12,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 import grpc
 
+from schema.settings import ServeSettings
 from serving import client as client_lib
 from serving import server
 from serving import signatures
@@ -20,7 +21,7 @@ from serving import signatures
 @pytest.fixture(scope="module")
 def pushed(synthetic_pipeline):
   handle = server.start_server(synthetic_pipeline["serving"],
-                               poll_seconds=0.5)
+                               ServeSettings(port=0, poll_seconds=0.5))
   yield dict(synthetic_pipeline, address=handle.address)
   handle.stop()
 

@@ -1,0 +1,144 @@
+"""A TF-Serving-compatible model server in Python, for development and tests.
+
+Serves every model under a base folder laid out as TF Serving reads it,
+BASE/<model name>/<integer version>/saved_model.pb (schema.layout), through
+TF Serving's own gRPC API (PredictionService.Predict and GetModelMetadata,
+ModelService.GetModelStatus from `tensorflow_serving.apis`) and, optionally,
+its REST API (POST /v1/models/NAME[/versions/N]:predict with "instances",
+GET /v1/models/NAME[/versions/N] for the status). A client written against
+it works unchanged against tensorflow_model_server, status codes included.
+
+  handle = start_server("OUT/serving", ServeSettings(port=0, rest_port=0))
+  handle.address, handle.rest_port
+  handle.stop()
+
+The modules, one concern each:
+  errors      ServingError and TF Serving's status codes
+  tensors     request TensorProtos -> checked tensors -> response protos
+  repository  Servable, ModelRepository: loading, polling, swapping,
+              warm-up, status, metadata
+  grpc_api    the PredictionService and ModelService servicers
+  rest        the REST handler and its JSON
+Both front ends answer every request through the repository's predict,
+metadata and status, so what wraps those (batching, metrics, request logs)
+serves gRPC and REST alike.
+
+Not implemented: Classify, Regress, MultiInference (UNIMPLEMENTED), version
+labels, server-side batching.
+"""
+
+import dataclasses
+import http.server
+from typing import Optional
+
+from absl import logging
+import grpc
+
+from schema.settings import ServeSettings
+from serving.server import grpc_api
+from serving.server import rest
+from serving.server.errors import ServingError
+from serving.server.repository import KEEP_VERSIONS
+from serving.server.repository import ModelRepository
+from serving.server.repository import Servable
+
+__all__ = ["KEEP_VERSIONS", "ModelRepository", "Servable", "ServerHandle",
+           "ServingError", "start_server"]
+
+
+@dataclasses.dataclass
+class ServerHandle:
+  """A running server: where it listens, its models, and stop()."""
+  host: str
+  port: int
+  rest_port: Optional[int]
+  repository: ModelRepository
+  grpc_server: grpc.Server
+  http_server: Optional[http.server.HTTPServer] = None
+
+  @property
+  def address(self) -> str:
+    """host:port for clients (a wildcard host becomes localhost)."""
+    wildcard = self.host in ("0.0.0.0", "::", "")
+    return grpc_api.host_port("localhost" if wildcard else self.host,
+                              self.port)
+
+  def wait(self) -> None:
+    self.grpc_server.wait_for_termination()
+
+  def stop(self, grace: float = 1.0) -> None:
+    self.repository.stop()
+    if self.http_server is not None:
+      self.http_server.shutdown()
+      self.http_server.server_close()
+    self.grpc_server.stop(grace).wait()
+
+
+def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
+                 keep_versions: int = KEEP_VERSIONS,
+                 **legacy_settings) -> ServerHandle:
+  """Loads the models under model_base and serves them until stop().
+
+  Args:
+    model_base: BASE/<model name>/<version>/, local or gs://; polled every
+      settings.poll_seconds for new versions.
+    settings: where to listen and how much to take on. port / rest_port 0
+      pick a free port (read it from the handle); rest_port None serves no
+      REST; tls_cert and tls_key (local PEM files) put both on TLS.
+    keep_versions: versions of a model kept loaded, the latest included.
+    **legacy_settings: ServeSettings fields by name, replacing those of
+      `settings`. Temporary: pipeline/cli.py still calls the former
+      signature; delete this with DEFAULT_MAX_MESSAGE_BYTES once it passes
+      a ServeSettings.
+
+  Returns:
+    The running server's handle.
+
+  Raises:
+    OSError: a port cannot be bound or a PEM file read.
+    ValueError: legacy_settings that ServeSettings refuses.
+  """
+  if legacy_settings:
+    settings = _with_legacy_settings(settings, legacy_settings)
+  repository = ModelRepository(model_base, keep_versions)
+  repository.poll()  # like TF Serving: serve once the initial models loaded
+  if not repository.models():
+    logging.warning("no loadable model under %s yet; polling every %g s",
+                    model_base, settings.poll_seconds)
+  repository.start(settings.poll_seconds)
+  try:
+    grpc_server, port = grpc_api.serve(repository, settings)
+  except (OSError, RuntimeError) as e:  # grpcio raises RuntimeError on bind
+    repository.stop()
+    raise _bind_error(settings, e) from e
+  handle = ServerHandle(settings.host, port, None, repository, grpc_server)
+  if settings.rest_port is not None:
+    try:
+      handle.http_server = rest.serve(repository, settings)
+    except OSError as e:
+      handle.stop(grace=0)
+      raise _bind_error(settings, e) from e
+    handle.rest_port = handle.http_server.server_address[1]
+  logging.info("serving %s: gRPC at %s%s%s", model_base,
+               grpc_api.host_port(settings.host, handle.port),
+               f", REST on port {handle.rest_port}" if handle.rest_port
+               else "", " (TLS)" if settings.tls_cert else "")
+  return handle
+
+
+def _bind_error(settings: ServeSettings, error: Exception) -> OSError:
+  return OSError(f"cannot serve on {settings.host} (gRPC port "
+                 f"{settings.port}, REST port {settings.rest_port}): {error}")
+
+
+# --- temporary: pipeline/cli.py's former call -----------------------------
+
+DEFAULT_MAX_MESSAGE_BYTES = ServeSettings().max_message_bytes
+
+
+def _with_legacy_settings(settings: ServeSettings, values) -> ServeSettings:
+  """settings with the fields named in values replaced; None TLS paths are
+  the former "no TLS"."""
+  values = {k: "" if v is None and k in ("tls_cert", "tls_key") else v
+            for k, v in values.items()}
+  return dataclasses.replace(settings, **values)

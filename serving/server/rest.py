@@ -1,0 +1,199 @@
+"""TF Serving's REST API (http_rest_api_handler), row format only.
+
+POST /v1/models/NAME[/versions/N]:predict with {"instances": [...]} answers
+{"predictions": [...]}; GET /v1/models/NAME[/versions/N] answers the
+status. Binary values travel as {"b64": "..."}, both ways.
+"""
+
+import base64
+import http.server
+import json
+import re
+import socket
+import ssl
+import threading
+import urllib.parse
+
+from absl import logging
+from google.protobuf import json_format
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import predict_pb2
+
+from schema.settings import ServeSettings
+from serving.server.errors import Code
+from serving.server.errors import ServingError
+from serving.server.repository import ModelRepository
+from serving.server.repository import requested_version
+
+_PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:predict")
+_STATUS_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?")
+_HTTP_STATUS = {Code.INVALID_ARGUMENT: 400, Code.FAILED_PRECONDITION: 400,
+                Code.NOT_FOUND: 404, Code.RESOURCE_EXHAUSTED: 429}
+
+
+def _model_spec(match, model_spec) -> None:
+  model_spec.name = match.group(1)
+  if match.group(2):
+    model_spec.version.value = int(match.group(2))
+
+
+def _from_json(value):
+  if isinstance(value, dict) and set(value) == {"b64"}:
+    return base64.b64decode(value["b64"])
+  return [_from_json(v) for v in value] if isinstance(value, list) else value
+
+
+def _to_json(value):
+  if isinstance(value, list):
+    return [_to_json(v) for v in value]
+  if isinstance(value, bytes):
+    try:
+      return value.decode("utf-8")
+    except UnicodeDecodeError:  # PNGs and other binary outputs
+      return {"b64": base64.b64encode(value).decode("ascii")}
+  return value
+
+
+def predict_request(repository: ModelRepository, path: str, body: bytes
+                    ) -> predict_pb2.PredictRequest:
+  """A :predict call's JSON body -> the PredictRequest gRPC would carry."""
+  match = _PREDICT_PATH.fullmatch(path)
+  if not match:
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       f"Malformed request: POST {path}")
+  try:
+    document = json.loads(body)
+    instances = document["instances"]
+    signature_name = document.get("signature_name", "")
+  except (ValueError, KeyError, TypeError, AttributeError):
+    instances = signature_name = None
+  if not isinstance(instances, list) or not isinstance(signature_name, str):
+    raise ServingError(Code.INVALID_ARGUMENT, "expected a JSON object with "
+                       "an \"instances\" list (row format)")
+  request = predict_pb2.PredictRequest()
+  _model_spec(match, request.model_spec)
+  request.model_spec.signature_name = signature_name
+  signature = repository.get(
+      request.model_spec.name, requested_version(request.model_spec)
+  ).signature(signature_name)
+  # Bare values feed the one input without a default (e.g. `images`).
+  required = [a for a in signature.inputs if a not in signature.defaults]
+  columns = {}
+  for instance in instances:
+    if not (isinstance(instance, dict) and set(instance) != {"b64"}):
+      if len(required) != 1:
+        raise ServingError(Code.INVALID_ARGUMENT, "instances must be "
+                           f"objects keyed by input name: {sorted(required)}")
+      instance = {required[0]: instance}
+    for alias, value in instance.items():
+      columns.setdefault(alias, []).append(_from_json(value))
+  for alias, values in columns.items():
+    info = signature.inputs.get(alias)  # unknown names fail in predict()
+    try:
+      request.inputs[alias].CopyFrom(tf.make_tensor_proto(
+          values, dtype=tf.dtypes.as_dtype(info.dtype) if info else None))
+    except (TypeError, ValueError) as e:
+      raise ServingError(Code.INVALID_ARGUMENT, f"input {alias}: {e}") from e
+  return request
+
+
+def predict(repository: ModelRepository, path: str, body: bytes) -> dict:
+  """POST :predict -> {"predictions": one row per instance}."""
+  response = repository.predict(predict_request(repository, path, body))
+  outputs = {k: tf.make_ndarray(v).tolist()
+             for k, v in sorted(response.outputs.items())}
+  if len(outputs) == 1:
+    return {"predictions": _to_json(next(iter(outputs.values())))}
+  rows = {len(v) for v in outputs.values()}
+  if len(rows) != 1:
+    raise ServingError(Code.INVALID_ARGUMENT, "outputs differ in batch "
+                       "size; the row format cannot hold them")
+  return {"predictions": [{k: _to_json(v[i]) for k, v in outputs.items()}
+                          for i in range(rows.pop())]}
+
+
+def status(repository: ModelRepository, path: str) -> dict:
+  """GET a model's (or a version's) status, as GetModelStatus's JSON."""
+  match = _STATUS_PATH.fullmatch(path)
+  if not match:
+    raise ServingError(Code.INVALID_ARGUMENT, f"Malformed request: GET {path}")
+  request = get_model_status_pb2.GetModelStatusRequest()
+  _model_spec(match, request.model_spec)
+  return json_format.MessageToDict(
+      repository.status(request), including_default_value_fields=True,
+      preserving_proto_field_name=True)
+
+
+def handler(repository: ModelRepository, max_body_bytes: int):
+  """The request handler class of an HTTP server over repository."""
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+    """POST :predict and GET model status, answered as JSON."""
+
+    def do_POST(self):  # pylint: disable=invalid-name
+      def call():
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > max_body_bytes:
+          raise ServingError(Code.RESOURCE_EXHAUSTED, f"request of {length} "
+                             f"bytes, more than {max_body_bytes}")
+        return predict(repository, self._path(), self.rfile.read(length))
+      self._send(call)
+
+    def do_GET(self):  # pylint: disable=invalid-name
+      self._send(lambda: status(repository, self._path()))
+
+    def _path(self) -> str:
+      return urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+
+    def _send(self, call):
+      try:
+        code, body = 200, call()
+      except ServingError as e:
+        code, body = _HTTP_STATUS.get(e.code, 500), {"error": e.message}
+      except Exception as e:  # pylint: disable=broad-except
+        logging.exception("REST %s %s failed", self.command, self.path)
+        code, body = 500, {"error": f"{type(e).__name__}: {e}"}
+      data = json.dumps(body).encode("utf-8")
+      self.send_response(code)
+      self.send_header("Content-Type", "application/json")
+      self.send_header("Content-Length", str(len(data)))
+      self.end_headers()
+      self.wfile.write(data)
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+      logging.debug("REST %s " + format, self.address_string(), *args)
+
+  return Handler
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+  daemon_threads = True
+
+
+class _HTTP6Server(_HTTPServer):
+  address_family = socket.AF_INET6
+
+
+def serve(repository: ModelRepository, settings: ServeSettings
+          ) -> http.server.HTTPServer:
+  """Serves REST on settings' host and rest_port (0: a free one; read it
+  from server_address) on a daemon thread, over TLS if settings say so.
+
+  Bodies above max_message_bytes get RESOURCE_EXHAUSTED (HTTP 429). Raises
+  OSError when the port cannot be bound or the PEM files read.
+  """
+  server_class = _HTTP6Server if ":" in settings.host else _HTTPServer
+  server = server_class((settings.host, settings.rest_port),
+                        handler(repository, settings.max_message_bytes))
+  try:
+    if settings.tls_cert:
+      context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+      context.load_cert_chain(settings.tls_cert, settings.tls_key)
+      server.socket = context.wrap_socket(server.socket, server_side=True)
+  except BaseException:
+    server.server_close()
+    raise
+  threading.Thread(target=server.serve_forever, name="rest",
+                   daemon=True).start()
+  return server

@@ -1,0 +1,133 @@
+"""Request TensorProtos -> checked tensors; tensors -> response TensorProtos.
+
+Requests are checked against the SignatureDef as saved (dtypes, shapes,
+defaults), which is what TF Serving checks them against, with its messages.
+"""
+
+from typing import Dict, List
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+
+from serving.server.errors import Code
+from serving.server.errors import ServingError
+
+
+def dtype_name(enum: int) -> str:
+  try:
+    return tf.dtypes.as_dtype(enum).name
+  except TypeError:
+    return f"dtype enum {enum}"
+
+
+def _names(names) -> str:
+  return ",".join(sorted(names))
+
+
+def input_tensors(signature, request_inputs) -> Dict[str, tf.Tensor]:
+  """Request TensorProtos -> tensors, checked against the SignatureDef.
+
+  Follows TF Serving's predict_util.cc: an input missing from the request
+  takes its SignatureDef default; missing without one, or unknown, is
+  INVALID_ARGUMENT.
+  """
+  sent, expected = set(request_inputs), set(signature.inputs)
+  if len(sent) > len(expected) or (
+      len(sent) < len(expected) and not signature.defaults):
+    raise ServingError(
+        Code.INVALID_ARGUMENT,
+        f"input size does not match signature: {len(sent)}!={len(expected)} "
+        f"len({{{_names(sent)}}}) != len({{{_names(expected)}}}). Sent extra: "
+        f"{{{_names(sent - expected)}}}. Missing but required: "
+        f"{{{_names(expected - sent)}}}.")
+  if sent - expected:
+    raise ServingError(
+        Code.INVALID_ARGUMENT,
+        f"Inputs contains invalid name. Used request inputs: "
+        f"{_names(sent & expected)}, request input: {_names(sent)}")
+  tensors = {}
+  for alias, info in signature.inputs.items():
+    if alias in request_inputs:
+      proto = request_inputs[alias]
+    elif alias in signature.defaults:
+      proto = signature.defaults[alias]
+    else:
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          f"Signature input alias: {alias}(feed name: {info.name}) not found "
+          f"in request and no default value provided. Inputs expected to be "
+          f"in the request {{{_names(sent)}}}, or default input alias set: "
+          f"{_names(signature.defaults)}")
+    if proto.dtype != info.dtype:
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          f"Expects arg[{alias}] to be {dtype_name(info.dtype)} but "
+          f"{dtype_name(proto.dtype)} is provided")
+    try:
+      value = tf.make_ndarray(proto)
+    except (TypeError, ValueError) as e:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         f"tensor parsing error: {alias}") from e
+    if not info.tensor_shape.unknown_rank:
+      want = [d.size for d in info.tensor_shape.dim]
+      if len(want) != value.ndim or any(
+          w >= 0 and w != v for w, v in zip(want, value.shape)):
+        raise ServingError(
+            Code.INVALID_ARGUMENT,
+            f"input {alias} has shape {list(value.shape)}, the signature "
+            f"expects {want} (-1: any size)")
+    tensors[alias] = tf.constant(value, dtype=tf.dtypes.as_dtype(info.dtype))
+  return tensors
+
+
+def output_aliases(signature, output_filter) -> List[str]:
+  """The outputs a request asks for: its filter, checked, or all of them."""
+  aliases = []
+  for alias in output_filter:
+    if alias not in signature.outputs:
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          f"output tensor alias not found in signature: {alias} Outputs "
+          f"expected to be in the set {{{_names(signature.outputs)}}}.")
+    if alias in aliases:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         f"duplicate output tensor alias: {alias}")
+    aliases.append(alias)
+  return aliases or sorted(signature.outputs)
+
+
+def empty_batch(signature) -> Dict[str, tensor_pb2.TensorProto]:
+  """Zero-size inputs for every input without a default (for warm-up)."""
+  inputs = {}
+  for alias, info in signature.inputs.items():
+    if alias in signature.defaults:
+      continue
+    shape = ([0] if info.tensor_shape.unknown_rank else
+             [max(d.size, 0) for d in info.tensor_shape.dim])
+    dtype = tf.dtypes.as_dtype(info.dtype)
+    inputs[alias] = tf.make_tensor_proto(
+        np.zeros(shape, dtype.as_numpy_dtype), dtype=dtype, shape=shape)
+  return inputs
+
+
+# TF Serving answers Predict with typed fields (Tensor::AsProtoField), which
+# clients may read directly (`outputs["x"].float_val`), not tensor_content.
+_PROTO_FIELDS = {tf.float32: "float_val", tf.float64: "double_val",
+                 tf.int8: "int_val", tf.int16: "int_val", tf.int32: "int_val",
+                 tf.uint8: "int_val", tf.uint16: "int_val",
+                 tf.int64: "int64_val", tf.uint32: "uint32_val",
+                 tf.uint64: "uint64_val", tf.bool: "bool_val",
+                 tf.string: "string_val"}
+
+
+def tensor_proto(tensor: tf.Tensor) -> tensor_pb2.TensorProto:
+  """A response tensor in the typed field TF Serving would fill."""
+  field = _PROTO_FIELDS.get(tensor.dtype)
+  if field is None:  # e.g. half, complex: tensor_content will do
+    return tf.make_tensor_proto(tensor.numpy(), dtype=tensor.dtype,
+                                shape=tensor.shape)
+  proto = tensor_pb2.TensorProto(dtype=tensor.dtype.as_datatype_enum,
+                                 tensor_shape=tensor.shape.as_proto())
+  getattr(proto, field).extend(tensor.numpy().ravel().tolist())
+  return proto
