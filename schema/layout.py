@@ -87,6 +87,7 @@ COUNTS_PROPERTY = "image_counts"  # JSON custom property of the Examples
 ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's, per split
 # Inside a model version folder, as TF Serving reads it.
 SAVED_MODEL_FILE = "saved_model.pb"
+SAVED_MODEL_TEXT_FILE = "saved_model.pbtxt"  # TF Serving loads it too
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # TF Serving's --model_config_file, in the serving folder.
 MODELS_CONFIG_FILE = "models.config"
@@ -125,7 +126,8 @@ def served_models(serving_base: str) -> Dict[str, Dict[int, str]]:
 
 def is_servable(version_dir: str) -> bool:
   """Whether a version folder holds a SavedModel TF Serving can load."""
-  return fileio.exists(os.path.join(version_dir, SAVED_MODEL_FILE))
+  return any(fileio.exists(os.path.join(version_dir, name))
+             for name in (SAVED_MODEL_FILE, SAVED_MODEL_TEXT_FILE))
 
 
 def fingerprint(root: str) -> Optional[str]:

@@ -23,12 +23,12 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from components import image_layouts
 from pipeline import cli
+from schema import contract
 from schema.settings import ServeSettings
 from serving import client as serving_client
 from serving import server
-from serving import signatures
+from serving.export import signatures
 from tests.test_server import BINARY
 from tests.test_server import export_test_model
 from tests.test_server import png
@@ -119,7 +119,7 @@ def test_cxr_predict_one_line_per_image(served, tmp_path, capsys):
   expected = serving_client.Client(served.address).predict(
       BINARY, [png(40, 50), png(120, 90)])
   for row, probabilities in zip(rows, expected["probabilities"]):
-    assert row[1] == image_layouts.CLASS_NAMES["binary"][
+    assert row[1] == contract.CLASS_NAMES["binary"][
         int(probabilities.argmax())]
     assert float(row[2]) == pytest.approx(probabilities.max(), abs=1e-4)
   assert f"{missing}: cannot read: No such file or directory" in err
@@ -221,7 +221,7 @@ def test_cxr_predict_gradcam_writes_png_overlays(served, tmp_path, capsys):
   rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
   assert [r[0] for r in rows] == paths
   for row, i in zip(rows, range(2)):
-    assert row[1] in image_layouts.CLASS_NAMES["binary"]
+    assert row[1] in contract.CLASS_NAMES["binary"]
     assert row[3] == str(out_dir / f"xray{i}_gradcam.png")
     with Image.open(row[3]) as overlay:
       assert overlay.format == "PNG"

@@ -36,7 +36,7 @@ from components import models
 from components import transform
 from schema.settings import ServeSettings
 from serving import server
-from serving import signatures
+from serving.export import signatures
 
 SIZE = 58  # the smallest the thesis CNN takes
 BINARY = "cxr_binary_cnn"

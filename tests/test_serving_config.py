@@ -16,6 +16,9 @@ import pytest
 from tensorflow_serving.config import model_server_config_pb2
 import yaml
 
+from schema import contract
+from schema import layout
+from schema import settings
 from serving import tf_serving_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,13 +116,9 @@ def test_write_and_command_line(tmp_path, capsys):
 
 def test_checked_in_models_config_is_the_generated_one(tmp_path):
   """serving/models.config: the default pipeline's pushes, both tasks."""
-  # pylint: disable=g-import-not-at-top
-  from components import image_layouts
-  from pipeline import pipeline as pipeline_lib
-  # pylint: enable=g-import-not-at-top
-  for task in image_layouts.TASKS:
-    for model in pipeline_lib.TrainingSettings().models:
-      _push(str(tmp_path), pipeline_lib.serving_model_name(task, model),
+  for task in contract.TASKS:
+    for model in settings.RunSettings().models:
+      _push(str(tmp_path), layout.serving_model_name(task, model),
             VERSION)
   expected = tf_serving_config.models_config(str(tmp_path))
   assert _read(SERVING, "models.config") == expected, (

@@ -15,7 +15,7 @@ import grpc
 from schema.settings import ServeSettings
 from serving import client as client_lib
 from serving import server
-from serving import signatures
+from serving.export import signatures
 
 
 @pytest.fixture(scope="module")

@@ -75,8 +75,7 @@ class ServerHandle:
 
 
 def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
-                 keep_versions: int = KEEP_VERSIONS,
-                 **legacy_settings) -> ServerHandle:
+                 keep_versions: int = KEEP_VERSIONS) -> ServerHandle:
   """Loads the models under model_base and serves them until stop().
 
   Args:
@@ -86,20 +85,13 @@ def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
       pick a free port (read it from the handle); rest_port None serves no
       REST; tls_cert and tls_key (local PEM files) put both on TLS.
     keep_versions: versions of a model kept loaded, the latest included.
-    **legacy_settings: ServeSettings fields by name, replacing those of
-      `settings`. Temporary: pipeline/cli.py still calls the former
-      signature; delete this with DEFAULT_MAX_MESSAGE_BYTES once it passes
-      a ServeSettings.
 
   Returns:
     The running server's handle.
 
   Raises:
     OSError: a port cannot be bound or a PEM file read.
-    ValueError: legacy_settings that ServeSettings refuses.
   """
-  if legacy_settings:
-    settings = _with_legacy_settings(settings, legacy_settings)
   repository = ModelRepository(model_base, keep_versions)
   repository.poll()  # like TF Serving: serve once the initial models loaded
   if not repository.models():
@@ -129,16 +121,3 @@ def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
 def _bind_error(settings: ServeSettings, error: Exception) -> OSError:
   return OSError(f"cannot serve on {settings.host} (gRPC port "
                  f"{settings.port}, REST port {settings.rest_port}): {error}")
-
-
-# --- temporary: pipeline/cli.py's former call -----------------------------
-
-DEFAULT_MAX_MESSAGE_BYTES = ServeSettings().max_message_bytes
-
-
-def _with_legacy_settings(settings: ServeSettings, values) -> ServeSettings:
-  """settings with the fields named in values replaced; None TLS paths are
-  the former "no TLS"."""
-  values = {k: "" if v is None and k in ("tls_cert", "tls_key") else v
-            for k, v in values.items()}
-  return dataclasses.replace(settings, **values)

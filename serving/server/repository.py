@@ -31,9 +31,6 @@ from serving.server.errors import ServingError
 
 KEEP_VERSIONS = 2  # the latest, and the one it replaced
 SIGNATURE_DEF = "signature_def"  # GetModelMetadata's one metadata field
-# TF Serving also loads a SavedModel saved as text; layout.is_servable
-# knows the binary saved_model.pb only.
-_SAVED_MODEL_TEXT_FILE = "saved_model.pbtxt"
 
 _State = get_model_status_pb2.ModelVersionStatus.State
 
@@ -116,11 +113,6 @@ def requested_version(model_spec) -> Optional[int]:
   return model_spec.version.value if model_spec.HasField("version") else None
 
 
-def _has_saved_model(path: str) -> bool:
-  return layout.is_servable(path) or fileio.exists(
-      os.path.join(path, _SAVED_MODEL_TEXT_FILE))
-
-
 class ModelRepository:
   """The loaded versions of every model under `base`, kept in step with it."""
 
@@ -194,7 +186,7 @@ class ModelRepository:
     self._models = models
 
   def _load(self, name: str, version: int, path: str) -> Optional[Servable]:
-    if not _has_saved_model(path):
+    if not layout.is_servable(path):
       if (name, version) not in self._waiting:
         self._waiting.add((name, version))
         logging.info("model %s version %d has no %s yet; waiting for it",
