@@ -25,8 +25,8 @@ $(VENV)/.installed: setup.py constraints.txt
 	$(BIN)/pip install --constraint constraints.txt --editable '.[test]'
 	touch $@
 
-# The demo's floors suit 64-px synthetic images (its model: sensitivity
-# 0.756, AUC 0.955); the defaults are set for real X-rays.
+# The demo's floors suit 64-px synthetic images; the defaults are set for
+# real X-rays (see the README on blessing floors).
 demo: install
 	$(BIN)/cxr synth $(DEMO_DATA) --n 600 --size 256 --seed 0
 	$(BIN)/cxr run --data $(DEMO_DATA) --task binary --output $(DEMO_OUT) \

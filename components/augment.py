@@ -3,9 +3,9 @@
 Keras's ImageDataGenerator settings of the thesis: rotation 40 degrees,
 width/height shift 0.2, shear 0.2, zoom 0.3, horizontal flip, `nearest` fill.
 Keras's preprocessing layers applied in sequence resample the image once per
-layer and run at tens of images/s at 224 px on a CPU; here the five are
-composed into one matrix per image and the whole batch is resampled by a
-single ImageProjectiveTransformV3 op (the op behind those layers).
+layer; here the five are composed into one matrix per image and the whole
+batch is resampled once, by the ImageProjectiveTransformV3 op behind those
+layers (the speed difference is in BENCHMARKS.md).
 """
 
 import math
