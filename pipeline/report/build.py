@@ -25,7 +25,7 @@ BOTH = "both"  # the --task that means every task
 
 def _footer_text(metadata_path: str) -> str:
   import tfx  # pylint: disable=g-import-not-at-top
-  return (f"Produced by `cxr report` (pipeline/report.py) from the ML "
+  return (f"Produced by `cxr report` (pipeline/report/) from the ML "
           f"Metadata in {metadata_path}, the Evaluators' TFMA output, the "
           f"Trainers' {layout.HISTORY_FILE} and {layout.CURVES_FILE}, and "
           f"each model's {contract.GRADCAM} signature. TFX {tfx.__version__}, "
