@@ -12,16 +12,20 @@ from typing import Dict, List, Optional
 from google.protobuf import text_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 from components import image_example_gen
-from pipeline import pipeline as pipeline_lib
+from schema import layout
 
 # Metrics the one-line summaries show; the report shows every metric.
 _HEADLINE = ("example_count", "binary_accuracy", "sparse_categorical_accuracy",
              "auc", "auc_pr", "loss", "precision", "recall", "specificity")
+# Executions whose outputs are there: run now, or taken from the cache.
 _DONE = (metadata_store_pb2.Execution.COMPLETE,
          metadata_store_pb2.Execution.CACHED)
+# The same states by name, as RunSummary.states holds them.
+DONE_STATES = tuple(metadata_store_pb2.Execution.State.Name(s) for s in _DONE)
 
 
 @dataclasses.dataclass
@@ -33,7 +37,7 @@ class ModelResult:
   failed_thresholds: List[str]
   pushed_model: Optional[str]
   # Where the branch's artifacts are (None when the step did not complete).
-  model_uri: Optional[str] = None  # Trainer's Model (Format-Serving inside)
+  model_uri: Optional[str] = None  # Trainer's Model (serving model inside)
   model_run_uri: Optional[str] = None  # history.json, curves.png, logs
   evaluation_uri: Optional[str] = None  # TFMA output on the test split
   # Wall seconds of the branch's executions this run, by component
@@ -92,8 +96,7 @@ class RunSummary:
              else ""))
     for result in self.models.values():
       out.extend(result.lines())
-    done = {metadata_store_pb2.Execution.State.Name(s) for s in _DONE}
-    not_done = {n: s for n, s in self.states.items() if s not in done}
+    not_done = {n: s for n, s in self.states.items() if s not in DONE_STATES}
     if not_done:
       out.append(f"  not completed: {not_done}")
     return out
@@ -188,28 +191,26 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
   def output(node, type_name):
     return outputs.get((node, type_name))
 
-  examples = output("ImageExampleGen", "Examples")
-  quarantine = output("ImageExampleGen",
+  examples = output(layout.EXAMPLE_GEN, "Examples")
+  quarantine = output(layout.EXAMPLE_GEN,
                       image_example_gen.ImageQuarantine.TYPE_NAME)
   def image_counts(artifact):
     if artifact is None:
       return {}
     return json.loads(artifact.custom_properties[
-        image_example_gen.COUNTS_PROPERTY].string_value)
+        layout.COUNTS_PROPERTY].string_value)
 
   counts = image_counts(examples)
-  cross_counts = image_counts(
-      output(pipeline_lib.CROSS_EXAMPLE_GEN, "Examples"))
+  cross_counts = image_counts(output(layout.CROSS_EXAMPLE_GEN, "Examples"))
   results = {}
-  trainer_prefix = pipeline_lib.node_id("Trainer", "")
   for node in states:
-    if not node.startswith(trainer_prefix):
+    model = layout.model_of_node(layout.TRAINER, node)
+    if model is None:
       continue
-    model = node[len(trainer_prefix):]
-    evaluator = pipeline_lib.node_id("Evaluator", model)
+    evaluator = layout.node_id(layout.EVALUATOR, model)
     evaluation = output(evaluator, "ModelEvaluation")
     blessing = output(evaluator, "ModelBlessing")
-    pushed = output(pipeline_lib.node_id("Pusher", model), "PushedModel")
+    pushed = output(layout.node_id(layout.PUSHER, model), "PushedModel")
     blessed = None
     if blessing is not None:
       blessed = bool(blessing.custom_properties["blessed"].int_value)
@@ -218,12 +219,11 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
       pushed_path = pushed.custom_properties["pushed_destination"].string_value
     trained = output(node, "Model")
     model_run = output(node, "ModelRun")
-    cross = output(pipeline_lib.node_id(pipeline_lib.CROSS_EVALUATOR, model),
+    cross = output(layout.node_id(layout.CROSS_EVALUATOR, model),
                    "ModelEvaluation")
     branch_seconds = {}
-    for component in ("Trainer", "Evaluator", pipeline_lib.CROSS_EVALUATOR,
-                      "Pusher"):
-      node_seconds = seconds.get(pipeline_lib.node_id(component, model))
+    for component in layout.BRANCH_COMPONENTS:
+      node_seconds = seconds.get(layout.node_id(component, model))
       if node_seconds is not None:
         branch_seconds[component] = node_seconds
     results[model] = ModelResult(
@@ -244,8 +244,41 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
       run_id=run.name,
       states=states,
       image_counts=counts,
-      quarantine_csv=(os.path.join(quarantine.uri,
-                                   image_example_gen.QUARANTINE_FILE)
+      quarantine_csv=(os.path.join(quarantine.uri, layout.QUARANTINE_FILE)
                       if quarantine is not None else None),
       models=results,
       cross_image_counts=cross_counts)
+
+
+def evaluated_examples_uri(metadata_path: str,
+                           evaluation_uri: str) -> Optional[str]:
+  """URI of the Examples artifact the Evaluator that wrote `evaluation_uri`
+  read, i.e. the images its test metrics are about (lineage in MLMD)."""
+  store = open_store(metadata_path)
+  artifacts = store.get_artifacts_by_uri(evaluation_uri)
+  if not artifacts:
+    return None
+  producers = [e.execution_id for e in store.get_events_by_artifact_ids(
+      [a.id for a in artifacts]) if e.type == metadata_store_pb2.Event.OUTPUT]
+  inputs = [e.artifact_id for e in store.get_events_by_execution_ids(producers)
+            if e.type == metadata_store_pb2.Event.INPUT]
+  for artifact in store.get_artifacts_by_id(inputs):
+    type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
+    if type_name == "Examples":
+      return artifact.uri
+  return None
+
+
+def read_history(result: ModelResult) -> Optional[dict]:
+  """The Keras history the model's Trainer wrote (None when there is none).
+
+  Besides Keras's per-epoch metrics it holds the epochs' seconds, the
+  device and the exported epoch.
+  """
+  if not result.model_run_uri:
+    return None
+  path = os.path.join(result.model_run_uri, layout.HISTORY_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)

@@ -12,6 +12,8 @@ import pytest
 
 from components import image_layouts
 from pipeline import report
+from pipeline.report import document
+from pipeline.report import sections
 from pipeline import runner
 from pipeline import summary
 
@@ -291,19 +293,19 @@ def test_multiclass_and_cross_data_tables_from_a_summary():
   run = summary.RunSummary(
       pipeline_name="cxr-multiclass", run_id="r", states={}, image_counts={},
       quarantine_csv=None, models={"cnn": result})
-  table = [b for b in report._results_table("multiclass", run)
-           if isinstance(b, report._Table)][0]
+  table = [b for b in sections.results_table("multiclass", run)
+           if isinstance(b, document.Table)][0]
   row = dict(zip(table.headers, (c.text for c in table.rows[0])))
   assert (row["recall normal"], row["recall bacterial"],
           row["recall viral"]) == ("0.9000", "0.6000", "0.2500")
   assert row["AUC viral"] == "0.9100" and "AUC normal" not in row
   assert row["blessed"] == "no: accuracy"
   assert row["pushed version"] == "not pushed"
-  cross = [b for b in report._cross_table("multiclass", run)
-           if isinstance(b, report._Table)][0]
+  cross = [b for b in sections.cross_table("multiclass", run)
+           if isinstance(b, document.Table)][0]
   row = dict(zip(cross.headers, (c.text for c in cross.rows[0])))
   assert row["accuracy"] == "0.5000"
   assert row["change"] == "-0.2000"
   result.cross_metrics = {}
-  assert not [b for b in report._cross_table("multiclass", run)
-              if isinstance(b, report._Table)]
+  assert not [b for b in sections.cross_table("multiclass", run)
+              if isinstance(b, document.Table)]
