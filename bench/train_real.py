@@ -80,8 +80,7 @@ def run_one(spec, out_root):
   result = summary_lib.summarize(
       layout.output_paths(out).metadata,
       layout.pipeline_name(spec["task"])).models[MODEL]
-  with open(os.path.join(result.model_run_uri, layout.HISTORY_FILE)) as f:
-    history = json.load(f)
+  history = summary_lib.read_history(result)
   return dict(spec, exit_code=code, wall_seconds=round(wall, 1),
               epoch_seconds=[round(s, 1) for s in history["seconds"]],
               exported_epoch=history.get("exported_epoch"),

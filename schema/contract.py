@@ -12,6 +12,7 @@ from typing import Dict, Tuple
 # `pneumonia` means "pneumonia of unknown kind".
 BINARY, MULTICLASS = "binary", "multiclass"
 TASKS: Tuple[str, ...] = (BINARY, MULTICLASS)
+BOTH_TASKS = "both"  # what `cxr run` and `cxr report` take for every task
 NORMAL, BACTERIAL, VIRAL, PNEUMONIA = ("normal", "bacterial", "viral",
                                        "pneumonia")
 # What an image shows, as the synthetic generator draws it and the 3-class

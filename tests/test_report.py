@@ -10,12 +10,13 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from components import image_layouts
+from pipeline import cli
 from pipeline import report
+from pipeline import summary
 from pipeline.report import document
 from pipeline.report import sections
-from pipeline import runner
-from pipeline import summary
+from schema import contract
+from schema import layout
 
 # A rendered page, not a blank or error page: share of pixels that are not
 # (near) white, and distinct colours (text, tables, pictures).
@@ -102,13 +103,13 @@ def _row(table, first_cell):
 def built(synthetic_pipeline):
   """The report of the fixture's run (binary only), through the CLI."""
   out = synthetic_pipeline["output"]
-  assert report.main([out]) == 0  # default --task both
+  assert cli.main(["report", out]) == 0  # default --task both
   index = os.path.join(out, report.REPORT_DIR, report.INDEX_FILE)
   with open(index, encoding="utf-8") as f:
     page = _Page()
     page.feed(f.read())
-  run = summary.summarize(runner.output_paths(out)["metadata"],
-                          runner.pipeline_name_for("binary"))
+  run = summary.summarize(layout.output_paths(out).metadata,
+                          layout.pipeline_name("binary"))
   (model,) = run.models  # the fixture trains one model
   return {"out": out, "index": index, "page": page, "summary": run,
           "model": model}
@@ -176,7 +177,7 @@ def test_every_image_exists_and_decodes(built):
 def test_gradcam_gallery_has_an_overlay_per_correct_class(built):
   metrics = built["summary"].models[built["model"]].metrics
   report_dir = os.path.dirname(built["index"])
-  for class_id, name in enumerate(image_layouts.CLASS_NAMES["binary"]):
+  for class_id, name in enumerate(contract.CLASS_NAMES["binary"]):
     card = built["page"].cards[(f"gradcam-{built['model']}", name)]
     per_class = metrics[f"label:{class_id}"]
     assert per_class["example_count"] <= report.GRADCAM_SCAN_LIMIT
@@ -198,7 +199,7 @@ def test_a_task_that_never_ran_is_noted_not_fatal(built, capsys):
   assert any("multiclass task has not run" in n for n in built["page"].notes)
   with pytest.raises(ValueError, match="no pipeline run of multiclass"):
     report.build_report(built["out"], "multiclass")
-  assert report.main([built["out"], "--task", "multiclass"]) == 1
+  assert cli.main(["report", built["out"], "--task", "multiclass"]) == 1
   assert "no pipeline run" in capsys.readouterr().err
 
 

@@ -6,7 +6,7 @@ import sys
 
 from schema import contract
 
-BOTH = "both"
+BOTH = contract.BOTH_TASKS
 
 
 def register(subparsers) -> None:

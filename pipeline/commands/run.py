@@ -6,7 +6,7 @@ from pipeline.commands import summary
 from schema import contract
 from schema import settings
 
-BOTH = "both"
+BOTH = contract.BOTH_TASKS
 
 
 def register(subparsers) -> None:

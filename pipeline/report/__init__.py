@@ -15,18 +15,16 @@ curves, and each model's own `gradcam` serving signature:
 The modules: document (the blocks and how values are written), sections
 (the tables and sections of a run summary), figures (confusion matrix,
 training curves), gallery (Grad-CAM), html and markdown (the renderers,
-style.css the page's style sheet), build (build_report) and command (the
-`cxr report` command).
+style.css the page's style sheet) and build (build_report). The command is
+pipeline/commands/report.py.
 """
 
 from pipeline.report.build import build_report
 from pipeline.report.build import INDEX_FILE
 from pipeline.report.build import MARKDOWN_FILE
-from pipeline.report.command import main
-from pipeline.report.command import register
 from pipeline.report.figures import confusion_matrix
 from pipeline.report.gallery import GRADCAM_SCAN_LIMIT
 from schema.layout import REPORT_DIR
 
-__all__ = ["build_report", "confusion_matrix", "main", "register",
+__all__ = ["build_report", "confusion_matrix",
            "GRADCAM_SCAN_LIMIT", "INDEX_FILE", "MARKDOWN_FILE", "REPORT_DIR"]

@@ -1,7 +1,7 @@
-"""`python -m pipeline.report OUT [--task ...]`: `cxr report` on its own."""
+"""`python -m pipeline.report OUT [--task ...]`: `cxr report OUT` itself."""
 
 import sys
 
-from pipeline.report import command
+from pipeline import cli
 
-sys.exit(command.main())
+sys.exit(cli.main(["report"] + sys.argv[1:]))

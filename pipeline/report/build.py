@@ -20,7 +20,7 @@ from schema import layout
 INDEX_FILE = "index.html"
 MARKDOWN_FILE = "report.md"
 _TITLE = "Chest X-ray pneumonia models: results"
-BOTH = "both"  # the --task that means every task
+BOTH = contract.BOTH_TASKS
 
 
 def _footer_text(metadata_path: str) -> str:
