@@ -205,7 +205,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                       example_gen_pb2.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(examples, "tfrecords_gzip")
     for target in (examples, quarantine):
-      target.set_string_custom_property(layout.COUNTS_PROPERTY, json.dumps(counts))
+      target.set_string_custom_property(layout.COUNTS_PROPERTY,
+                                        json.dumps(counts))
       target.set_string_custom_property("layout", data_layout)
       target.set_string_custom_property("source", source)
 

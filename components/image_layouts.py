@@ -125,8 +125,8 @@ def detect_layout(root: str) -> str:
       f"layout); found: {sorted(entries) or 'an empty folder'}")
 
 
-def _list_binary(root: str
-                 ) -> Tuple[List[ImageRecord], List[Quarantined], List[str]]:
+def _list_binary(
+    root: str) -> Tuple[List[ImageRecord], List[Quarantined], List[str]]:
   records, quarantined, ignored = [], [], []
   for entry in _listdir(root):
     path = os.path.join(root, entry)
@@ -150,16 +150,16 @@ def _list_binary(root: str
   return records, quarantined, ignored
 
 
-def _list_multiclass(root: str
-                     ) -> Tuple[List[ImageRecord], List[Quarantined], List[str]]:
+def _list_multiclass(
+    root: str) -> Tuple[List[ImageRecord], List[Quarantined], List[str]]:
   records, quarantined, ignored = [], [], []
   entries = _listdir(root)
   used = set()
   for entry in entries:
-    if not (entry.endswith("_images") and fileio.isdir(os.path.join(root, entry))):
+    image_dir = os.path.join(root, entry)
+    if not (entry.endswith("_images") and fileio.isdir(image_dir)):
       continue
     split = entry[:-len("_images")]
-    image_dir = os.path.join(root, entry)
     csv_name = f"labels_{split}.csv"
     used.update((entry, csv_name))
     files = set(_walk_files(image_dir))

@@ -14,6 +14,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from tfx.types import standard_artifacts
 
 from components import image_example_gen
 from schema import layout
@@ -188,12 +189,12 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
       outputs[(node, store.get_artifact_types_by_id(
           [artifact.type_id])[0].name)] = artifact
 
-  def output(node, type_name):
-    return outputs.get((node, type_name))
+  def output(node, artifact_type):
+    """The node's output of a TFX artifact class, e.g. Examples."""
+    return outputs.get((node, artifact_type.TYPE_NAME))
 
-  examples = output(layout.EXAMPLE_GEN, "Examples")
-  quarantine = output(layout.EXAMPLE_GEN,
-                      image_example_gen.ImageQuarantine.TYPE_NAME)
+  examples = output(layout.EXAMPLE_GEN, standard_artifacts.Examples)
+  quarantine = output(layout.EXAMPLE_GEN, image_example_gen.ImageQuarantine)
   def image_counts(artifact):
     if artifact is None:
       return {}
@@ -201,26 +202,28 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
         layout.COUNTS_PROPERTY].string_value)
 
   counts = image_counts(examples)
-  cross_counts = image_counts(output(layout.CROSS_EXAMPLE_GEN, "Examples"))
+  cross_counts = image_counts(
+      output(layout.CROSS_EXAMPLE_GEN, standard_artifacts.Examples))
   results = {}
   for node in states:
     model = layout.model_of_node(layout.TRAINER, node)
     if model is None:
       continue
     evaluator = layout.node_id(layout.EVALUATOR, model)
-    evaluation = output(evaluator, "ModelEvaluation")
-    blessing = output(evaluator, "ModelBlessing")
-    pushed = output(layout.node_id(layout.PUSHER, model), "PushedModel")
+    evaluation = output(evaluator, standard_artifacts.ModelEvaluation)
+    blessing = output(evaluator, standard_artifacts.ModelBlessing)
+    pushed = output(layout.node_id(layout.PUSHER, model),
+                    standard_artifacts.PushedModel)
     blessed = None
     if blessing is not None:
       blessed = bool(blessing.custom_properties["blessed"].int_value)
     pushed_path = None
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
       pushed_path = pushed.custom_properties["pushed_destination"].string_value
-    trained = output(node, "Model")
-    model_run = output(node, "ModelRun")
+    trained = output(node, standard_artifacts.Model)
+    model_run = output(node, standard_artifacts.ModelRun)
     cross = output(layout.node_id(layout.CROSS_EVALUATOR, model),
-                   "ModelEvaluation")
+                   standard_artifacts.ModelEvaluation)
     branch_seconds = {}
     for component in layout.BRANCH_COMPONENTS:
       node_seconds = seconds.get(layout.node_id(component, model))
@@ -264,7 +267,7 @@ def evaluated_examples_uri(metadata_path: str,
             if e.type == metadata_store_pb2.Event.INPUT]
   for artifact in store.get_artifacts_by_id(inputs):
     type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
-    if type_name == "Examples":
+    if type_name == standard_artifacts.Examples.TYPE_NAME:
       return artifact.uri
   return None
 

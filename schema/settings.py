@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 from schema import contract
 
 
-def setting(default, help: str, flag: Optional[str] = None,  # pylint: disable=redefined-builtin
+# pylint: disable-next=redefined-builtin
+def setting(default, help: str, flag: Optional[str] = None,
             choices: Optional[Tuple] = None,
             parse: Optional[Callable[[str], Any]] = None,
             show: Optional[Callable[[Any], str]] = None):
