@@ -26,6 +26,7 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_component
 from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
@@ -103,7 +104,7 @@ class _ReadAndCheck(beam.DoFn):
     record, split = element
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     try:
-      with tf.io.gfile.GFile(record.path, "rb") as f:
+      with fileio.open(record.path, "rb") as f:
         data = f.read()
       shape = image_examples.check_image(data)
     except (image_examples.BadImage, tf.errors.OpError, OSError) as e:

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 
 import tensorflow as tf
 from tensorflow.python.autograph.core import config as autograph_config  # pylint: disable=g-direct-tensorflow-import
+from tfx.dsl.io import fileio
 
 from schema import contract
 
@@ -136,11 +137,11 @@ def _local_weights(path: str) -> str:
   """A local copy of a weights file (h5 needs one), e.g. from gs://."""
   if os.path.exists(path):
     return path
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     raise FileNotFoundError(f"weights file not found: {path}")
   local = os.path.join(tempfile.mkdtemp(prefix="cxr-weights-"),
                        os.path.basename(path))
-  with tf.io.gfile.GFile(path, "rb") as src, open(local, "wb") as dst:
+  with fileio.open(path, "rb") as src, open(local, "wb") as dst:
     shutil.copyfileobj(src, dst)
   return local
 

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
+from tfx.dsl.io import fileio
 from tfx_bsl.public import tfxio
 
 from components import augment
@@ -158,7 +159,7 @@ def distribution_strategy() -> tf.distribute.Strategy:
 
 def balanced_class_weights(file_patterns, classes: int) -> Dict[int, float]:
   """n / (classes * n_c) per class, from the train split's labels only."""
-  files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+  files = [f for pattern in file_patterns for f in fileio.glob(pattern)]
   labels = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
       lambda record: tf.io.parse_single_example(
           record, {contract.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
@@ -254,13 +255,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       record.setdefault(key, []).extend(float(v) for v in values)
     record["fine_tuned_layers"] = unfrozen
 
-  tf.io.gfile.makedirs(fn_args.model_run_dir)
-  with tf.io.gfile.GFile(
+  fileio.makedirs(fn_args.model_run_dir)
+  with fileio.open(
       os.path.join(fn_args.model_run_dir, layout.HISTORY_FILE), "w") as f:
     record["exported_epoch"] = exported  # 1-based, across both phases
     record["device"] = device_name()
     json.dump(record, f, indent=1)
-  with tf.io.gfile.GFile(
+  with fileio.open(
       os.path.join(fn_args.model_run_dir, layout.CURVES_FILE), "wb") as f:
     f.write(training_curves.plot_history(record, f"{name}, {task} task"))
   signatures.export_serving_model(model, tf_transform_output,

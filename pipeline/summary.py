@@ -12,8 +12,8 @@ from typing import Dict, List, Optional
 from google.protobuf import text_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 
 from components import image_example_gen
@@ -281,7 +281,7 @@ def read_history(result: ModelResult) -> Optional[dict]:
   if not result.model_run_uri:
     return None
   path = os.path.join(result.model_run_uri, layout.HISTORY_FILE)
-  if not tf.io.gfile.exists(path):
+  if not fileio.exists(path):
     return None
-  with tf.io.gfile.GFile(path) as f:
+  with fileio.open(path) as f:
     return json.load(f)

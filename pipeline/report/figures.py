@@ -8,8 +8,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import matplotlib
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from tfx.dsl.io import fileio
 
 from components import training_curves
 from pipeline import summary as summary_lib
@@ -155,8 +155,8 @@ def curves_figure(task: str, name: str, result: summary_lib.ModelResult,
   path = os.path.join(images_dir, file_name)
   curves = os.path.join(result.model_run_uri, layout.CURVES_FILE)
   history = summary_lib.read_history(result)
-  if tf.io.gfile.exists(curves):
-    tf.io.gfile.copy(curves, path, overwrite=True)
+  if fileio.exists(curves):
+    fileio.copy(curves, path, overwrite=True)
   elif history:
     with open(path, "wb") as f:
       f.write(training_curves.plot_history(history, name))

@@ -8,6 +8,7 @@ from typing import Dict, List
 from absl import logging
 from PIL import Image
 import tensorflow as tf
+from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from pipeline import summary as summary_lib
@@ -40,7 +41,7 @@ def gradcam_gallery(model_dir: str, examples_uri: str, task: str,
   PREFIX_<class>_original.png and PREFIX_<class>_gradcam.png.
   """
   class_names = contract.CLASS_NAMES[task]
-  files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, _TEST_SPLIT_DIR,
+  files = sorted(fileio.glob(os.path.join(examples_uri, _TEST_SPLIT_DIR,
                                                "*")))
   if not files:
     note = f"no test split under {examples_uri}"
