@@ -40,8 +40,8 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   assert result.image_counts["quarantined"] == 0
   overall = cnn.metrics["Overall"]
   assert overall["example_count"] == result.image_counts["test"]
-  assert overall["binary_accuracy"] >= SETTINGS.min_accuracy
-  assert overall["auc"] >= SETTINGS.min_auc
+  assert overall["binary_accuracy"] >= GATES.min_accuracy
+  assert overall["auc"] >= GATES.min_auc
   for metric in ("loss", "precision", "recall", "specificity"):
     assert 0.0 <= overall[metric] <= 10.0, metric
   assert {"label:0", "label:1"} <= set(cnn.metrics)
@@ -54,8 +54,8 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   with open(histories[0]) as f:
     history = json.load(f)
   for key in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
-    assert len(history[key]) == SETTINGS.epochs, key
-  best = min(range(SETTINGS.epochs), key=lambda i: history["val_loss"][i])
+    assert len(history[key]) == TRAINING.epochs, key
+  best = min(range(TRAINING.epochs), key=lambda i: history["val_loss"][i])
   assert history["exported_epoch"] == best + 1
   with Image.open(os.path.join(os.path.dirname(histories[0]),
                                "curves.png")) as curves:
