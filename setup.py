@@ -13,7 +13,7 @@ setuptools.setup(
     python_requires=">=3.9,<3.11",
     packages=setuptools.find_packages(include=[
         f"{package}{sub}" for package in
-        ("pipeline", "components", "schema", "serving", "kubeflow")
+        ("pipeline", "components", "schema", "serving", "kubeflow", "cxr")
         for sub in ("", ".*")]),
     package_data={"schema": ["*/schema.pbtxt"], "pipeline.report": ["*.css"]},
     install_requires=[

@@ -2,6 +2,9 @@
 
 import json
 
+from tfx.utils import import_utils
+import yaml
+
 from kubeflow import v2_runner
 from schema import settings
 
@@ -34,3 +37,25 @@ def test_compiles_to_a_kfp_v2_spec(tmp_path):
   assert "components.trainer.run_fn" in json.dumps(spec)
   assert "gs://bucket/chest_xray" in json.dumps(spec)
   assert "gs://bucket/chest_xray_binary_layout" in json.dumps(spec)
+
+
+def test_custom_artifact_types_import_by_their_type_names(tmp_path):
+  """TFX's KFP v2 entrypoint rebuilds each artifact from its type name."""
+  path = v2_runner.compile_pipeline(
+      str(tmp_path / "cxr.json"), data_root="gs://bucket/chest_xray",
+      pipeline_root="gs://bucket/root", serving_base="gs://bucket/serving",
+      task="binary", image="example.com/cxr-tfx:latest",
+      run=settings.RunSettings(models=("cnn",)))
+  with open(path) as f:
+    spec = json.load(f)
+  # TFX writes each type as an instance schema whose title is its name.
+  titles = {yaml.safe_load(artifact["artifactType"]["instanceSchema"])[
+                "title"]
+            for component in spec["pipelineSpec"]["components"].values()
+            for artifact in component.get("outputDefinitions", {}).get(
+                "artifacts", {}).values()}
+  custom = {t for t in titles if not t.startswith(("tfx.", "system."))}
+  assert custom, titles  # the quarantine's type at least
+  for title in custom:
+    artifact_class = import_utils.import_class_by_path(title)
+    assert artifact_class.TYPE_NAME == title
