@@ -38,7 +38,7 @@ from schema import contract
 from schema import layout
 from schema import settings
 
-SPLITS = ("train", "eval", "test")
+SPLITS = contract.SPLITS
 _METRICS_NAMESPACE = "ImageExampleGen"
 
 
@@ -63,10 +63,11 @@ def carve_splits(records: List[image_layouts.ImageRecord], eval_percent: int,
   A small data set whose hash leaves a carved split empty gets the nearest
   patient moved there, so every split has data while two patients remain.
   """
-  patients = sorted({r.patient_id for r in records if r.split == "train"},
+  patients = sorted({r.patient_id for r in records
+                     if r.split == contract.TRAIN},
                     key=lambda p: (_bucket(p, salt), p))
-  ranges = {"eval": (0, eval_percent),
-            "test": (eval_percent, eval_percent + carve_test_percent)}
+  ranges = {contract.EVAL: (0, eval_percent),
+            contract.TEST: (eval_percent, eval_percent + carve_test_percent)}
   chosen = {}
   for split, (low, high) in ranges.items():
     if high == low:
@@ -77,8 +78,8 @@ def carve_splits(records: List[image_layouts.ImageRecord], eval_percent: int,
       members = [min(rest, key=lambda p, low=low: (abs(_bucket(p, salt) - low),
                                                    p))]
     chosen.update({p: split for p in members})
-  return [(r, "test" if r.split == "test" else chosen.get(r.patient_id,
-                                                          "train"))
+  return [(r, contract.TEST if r.split == contract.TEST
+           else chosen.get(r.patient_id, contract.TRAIN))
           for r in records]
 
 
@@ -144,7 +145,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     for path in ignored:
       logging.warning("ImageExampleGen: ignoring %s (not part of the %s "
                       "layout)", path, data_layout)
-    has_test = any(r.split == "test" for r in records)
+    has_test = any(r.split == contract.TEST for r in records)
     carve_test = 0 if has_test else eval_percent
     if not has_test:
       logging.warning("ImageExampleGen: %s has no test split; carving %d%% of "

@@ -31,7 +31,8 @@ CSV_CLASS_IDS = {0: NORMAL, 1: BACTERIAL, 2: VIRAL}
 BINARY_LAYOUT, MULTICLASS_LAYOUT = "binary-folders", "3-class-csv"
 # Kaggle's binary data set ships a tiny `val/` whose patients also appear in
 # `train/`; it joins the train pool and is split by patient with it.
-BINARY_SPLIT_DIRS = {"train": "train", "val": "train", "test": "test"}
+BINARY_SPLIT_DIRS = {"train": contract.TRAIN, "val": contract.TRAIN,
+                     "test": contract.TEST}
 BINARY_CLASS_DIRS = ("NORMAL", "PNEUMONIA")
 
 _PATIENT_PATTERNS = (
@@ -200,7 +201,7 @@ def _list_multiclass(
             f"(expected one of {sorted(CSV_CLASS_IDS)})"))
         continue
       # The data set may be split as train/test, or val for validation.
-      own_split = "test" if split == "test" else "train"
+      own_split = contract.TEST if split == "test" else contract.TRAIN
       records.append(ImageRecord(path, own_split, diagnosis,
                                  os.path.basename(name), patient_id(name)))
     quarantined.extend(Quarantined(p, f"not listed in {csv_name}")

@@ -20,6 +20,7 @@ from components import pusher as pusher_lib
 from components import validation_gate
 from pipeline import eval_config
 import schema
+from schema import contract
 from schema import layout
 from schema import settings as settings_lib
 
@@ -40,8 +41,8 @@ def _model_branch(model: str, task: str,
       run_fn=TRAINER_FN,
       examples=transform_component.outputs["transformed_examples"],
       transform_graph=transform_component.outputs["transform_graph"],
-      train_args=tfx.proto.TrainArgs(splits=["train"]),
-      eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+      train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN]),
+      eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL]),
       custom_config=settings_lib.trainer_custom_config(task, model, training),
   ).with_id(layout.node_id(layout.TRAINER, model))
 
@@ -62,7 +63,7 @@ def _model_branch(model: str, task: str,
       examples=example_gen.outputs["examples"],
       model=trainer.outputs["model"],
       baseline_model=model_resolver.outputs["model"],
-      example_splits=["test"],
+      example_splits=[contract.TEST],
       eval_config=eval_config.make_eval_config(task, gates),
   ).with_id(layout.node_id(layout.EVALUATOR, model))
   nodes = [trainer, model_resolver, evaluator]
@@ -70,7 +71,7 @@ def _model_branch(model: str, task: str,
     nodes.append(tfx.components.Evaluator(
         examples=cross_example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        example_splits=["test"],
+        example_splits=[contract.TEST],
         eval_config=eval_config.make_eval_config(task, thresholds=False),
     ).with_id(layout.node_id(layout.CROSS_EVALUATOR, model)))
 
@@ -136,7 +137,7 @@ def create_pipeline(
       schema=schema_importer.outputs["schema"],
       preprocessing_fn=TRANSFORM_FN,
       splits_config=tfx.proto.SplitsConfig(
-          analyze=["train"], transform=["train", "eval", "test"]),
+          analyze=[contract.TRAIN], transform=list(contract.SPLITS)),
       custom_config={"image_size": training.image_size},
       # Statistics of serialized pixels say nothing a person can use.
       disable_statistics=True)

@@ -37,6 +37,11 @@ def class_count(task: str) -> int:
   return len(CLASS_NAMES[check_task(task)])
 
 
+# Splits of the ingested Examples: train for fitting, eval for model
+# selection during training, test for the Evaluator's verdict only.
+TRAIN, EVAL, TEST = "train", "eval", "test"
+SPLITS: Tuple[str, ...] = (TRAIN, EVAL, TEST)
+
 # Features of an ingested tf.Example (schema/<task>/schema.pbtxt).
 IMAGE_KEY = "image"  # the encoded file bytes, as read
 LABEL_KEY = "label"  # class index in the task's CLASS_NAMES
