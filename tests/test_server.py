@@ -36,6 +36,7 @@ from components import models
 from components import transform
 from schema.settings import ServeSettings
 from serving import server
+from serving.server import tensors
 from serving.export import signatures
 
 SIZE = 58  # the smallest the thesis CNN takes
@@ -342,6 +343,26 @@ def test_an_empty_batch_gives_empty_outputs(served):
   request.inputs["examples"].CopyFrom(_strings([]))
   response = _stub(served).Predict(request, timeout=30)
   assert tf.make_ndarray(response.outputs["outputs"]).shape == (0, 1)
+
+
+def test_warm_up_runs_every_signature_on_a_real_image(model_base):
+  # An empty batch would skip the model (see the test above), so warm-up
+  # sends one image, and every signature must answer it.
+  servable = server.Servable(BINARY, 1, os.path.join(model_base, BINARY, "1"))
+  answered = {}
+  for name, signature in servable.signature_defs.items():
+    if name.startswith("__"):
+      continue
+    request = predict_pb2.PredictRequest()
+    request.model_spec.signature_name = name
+    for alias, proto in tensors.warm_up_inputs(signature).items():
+      request.inputs[alias].CopyFrom(proto)
+    outputs = servable.predict(request).outputs
+    answered[name] = {k: tuple(tf.make_ndarray(v).shape)
+                      for k, v in outputs.items()}
+  assert answered["serving_default"]["probabilities"] == (1, 2)
+  assert answered["serving_tf_example"]["outputs"] == (1, 1)
+  assert answered["gradcam"]["heatmap"] == (1, SIZE, SIZE)
 
 
 def _garbage_image(r):

@@ -77,7 +77,8 @@ class Servable:
     """Runs each signature once so the first request does not pay for it.
 
     Replays TF Serving's warm-up file if the model has one, else sends every
-    signature an empty batch; failures only mean a cold first request.
+    signature one small image (tensors.warm_up_inputs); failures only mean
+    a cold first request.
     """
     requests = []
     warmup_file = os.path.join(self.path, layout.WARMUP_FILE)
@@ -92,15 +93,17 @@ class Servable:
           continue
         request = predict_pb2.PredictRequest()
         request.model_spec.signature_name = name
-        for alias, proto in tensors.empty_batch(signature).items():
+        for alias, proto in tensors.warm_up_inputs(signature).items():
           request.inputs[alias].CopyFrom(proto)
         requests.append(request)
     for request in requests:
       try:
         self.predict(request)
       except Exception as e:  # pylint: disable=broad-except
-        logging.debug("warm-up of %s version %d, signature %r: %s", self.name,
-                      self.version, request.model_spec.signature_name, e)
+        # A signature that cannot answer a plain image is worth a look.
+        logging.warning("warm-up of %s version %d, signature %r failed: %s",
+                        self.name, self.version,
+                        request.model_spec.signature_name, e)
 
 
 def requested_version(model_spec) -> Optional[int]:

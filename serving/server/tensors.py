@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
+from schema import contract
 from serving.server.errors import Code
 from serving.server.errors import ServingError
 
@@ -97,11 +98,36 @@ def output_aliases(signature, output_filter) -> List[str]:
   return aliases or sorted(signature.outputs)
 
 
-def empty_batch(signature) -> Dict[str, tensor_pb2.TensorProto]:
-  """Zero-size inputs for every input without a default (for warm-up)."""
+def _warm_up_image() -> bytes:
+  """A small grey PNG: decodable by every signature that takes images."""
+  return tf.io.encode_png(tf.fill([32, 32, 1], tf.constant(128, tf.uint8))
+                          ).numpy()
+
+
+def _warm_up_example(image: bytes) -> bytes:
+  feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))
+  return tf.train.Example(features=tf.train.Features(
+      feature={contract.IMAGE_KEY: feature})).SerializeToString()
+
+
+def warm_up_inputs(signature) -> Dict[str, tensor_pb2.TensorProto]:
+  """Inputs for one warm-up call, for every input without a default.
+
+  The contract's image and example inputs get one real image, so the call
+  runs the model as a request will (an empty batch would skip it); any
+  other input, of a model from elsewhere, gets a zero-size batch.
+  """
   inputs = {}
   for alias, info in signature.inputs.items():
     if alias in signature.defaults:
+      continue
+    if info.dtype == tf.string.as_datatype_enum and alias in (
+        contract.IMAGES_INPUT, contract.EXAMPLES_INPUT):
+      image = _warm_up_image()
+      value = (image if alias == contract.IMAGES_INPUT
+               else _warm_up_example(image))
+      inputs[alias] = tf.make_tensor_proto([value], dtype=tf.string,
+                                           shape=[1])
       continue
     shape = ([0] if info.tensor_shape.unknown_rank else
              [max(d.size, 0) for d in info.tensor_shape.dim])
