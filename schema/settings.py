@@ -8,8 +8,10 @@
 * ServeSettings: `cxr serve`.
 
 The command line is derived from the fields (`add_arguments`, `from_args`):
-a new setting is one field here, with its help. Nothing here imports the
-rest of the project.
+a new setting is one field here, with its help. That takes a few lines over
+the standard library's argparse rather than a dataclass-to-CLI package,
+which the pinned TFX stack does not carry. Nothing here imports the rest of
+the project.
 """
 
 import argparse
