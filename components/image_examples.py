@@ -14,8 +14,6 @@ from PIL import Image
 from components import image_layouts
 from schema import contract
 
-# Magic numbers of the formats we take (the encoded bytes are kept as read).
-_FORMATS = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"))
 # Mode -> channels of the file as stored (grayscale vs RGB is a known
 # shortcut in Kermany data, so it is kept for slicing).
 _MODE_CHANNELS = {"1": 1, "L": 1, "I;16": 1, "I": 1, "LA": 2, "P": 3,
@@ -27,7 +25,7 @@ class BadImage(ValueError):
 
 
 def sniff_format(data: bytes) -> Optional[str]:
-  for magic, name in _FORMATS:
+  for name, magic in contract.IMAGE_FORMATS.items():
     if data.startswith(magic):
       return name
   return None

@@ -42,6 +42,11 @@ def class_count(task: str) -> int:
 TRAIN, EVAL, TEST = "train", "eval", "test"
 SPLITS: Tuple[str, ...] = (TRAIN, EVAL, TEST)
 
+# The image formats taken, by the magic bytes their files start with:
+# ingestion quarantines anything else, and the exported models refuse it.
+IMAGE_FORMATS: Dict[str, bytes] = {"JPEG": b"\xff\xd8\xff",
+                                   "PNG": b"\x89PNG\r\n\x1a\n"}
+
 # Features of an ingested tf.Example (schema/<task>/schema.pbtxt).
 IMAGE_KEY = "image"  # the encoded file bytes, as read
 LABEL_KEY = "label"  # class index in the task's CLASS_NAMES

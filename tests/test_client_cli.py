@@ -98,7 +98,7 @@ def test_client_errors_name_server_and_model(served):
   with pytest.raises(serving_client.ClientError) as raised:
     client.predict(BINARY, [b"not an image"])
   assert raised.value.code.name == "INVALID_ARGUMENT"
-  assert "Unknown image file format" in str(raised.value)
+  assert "not a JPEG or PNG image" in str(raised.value)
 
 
 def test_cxr_predict_one_line_per_image(served, tmp_path, capsys):
@@ -124,7 +124,7 @@ def test_cxr_predict_one_line_per_image(served, tmp_path, capsys):
     assert float(row[2]) == pytest.approx(probabilities.max(), abs=1e-4)
   assert f"{missing}: cannot read: No such file or directory" in err
   assert f"{garbage}: rejected by the server: " in err
-  assert "Unknown image file format" in err
+  assert "not a JPEG or PNG image" in err
 
 
 def test_cxr_predict_without_a_server(tmp_path, capsys):

@@ -424,12 +424,30 @@ def test_bad_request_status_and_server_still_answers(served, mutate, code):
   assert tf.make_ndarray(response.outputs["class_id"]).shape == (2,)
 
 
-def test_garbage_image_reports_the_decoder_message(served):
+def test_garbage_image_is_refused_by_its_format(served):
   request = _request()
   _garbage_image(request)
   with pytest.raises(grpc.RpcError) as raised:
     _stub(served).Predict(request, timeout=30)
-  assert "Unknown image file format" in raised.value.details()
+  assert "not a JPEG or PNG image" in raised.value.details()
+
+
+def test_a_truncated_png_reports_the_decoder_message(served):
+  with pytest.raises(grpc.RpcError) as raised:
+    _stub(served).Predict(_request(images=[png(40, 50)[:30]]), timeout=30)
+  assert raised.value.code() == _Code.INVALID_ARGUMENT
+  assert "Invalid PNG" in raised.value.details()
+
+
+@pytest.mark.parametrize("image_format", ["GIF", "BMP"])
+def test_formats_ingestion_quarantines_are_refused(served, image_format):
+  # TensorFlow would decode them; the model takes what it was trained on.
+  buf = io.BytesIO()
+  Image.new("L", (50, 40), 128).save(buf, format=image_format)
+  with pytest.raises(grpc.RpcError) as raised:
+    _stub(served).Predict(_request(images=[buf.getvalue()]), timeout=30)
+  assert raised.value.code() == _Code.INVALID_ARGUMENT
+  assert "not a JPEG or PNG image" in raised.value.details()
 
 
 def test_payload_above_the_message_limit(tmp_path, model_base):

@@ -11,10 +11,28 @@ by the Trainer's input pipeline and by every serving signature.
 
 import tensorflow as tf
 
+from schema import contract
+
+
+def _taken_format(encoded: tf.Tensor) -> tf.Tensor:
+  """Whether the bytes start as a JPEG or PNG file does (contract)."""
+  return tf.reduce_any([
+      tf.equal(tf.strings.substr(encoded, 0, len(magic)), magic)
+      for magic in contract.IMAGE_FORMATS.values()])
+
 
 def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-  """One encoded JPEG/PNG string -> uint8 [image_size, image_size, 3]."""
-  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  """One encoded JPEG/PNG string -> uint8 [image_size, image_size, 3].
+
+  Other formats TensorFlow could decode (GIF, BMP) are refused, with
+  InvalidArgumentError, as ingestion quarantines them: a model serves the
+  formats it was trained on.
+  """
+  check = tf.debugging.Assert(
+      _taken_format(encoded),
+      [f"not a {' or '.join(contract.IMAGE_FORMATS)} image"])
+  with tf.control_dependencies([check]):
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
   image = tf.image.resize(image, [image_size, image_size], antialias=True)
   image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
   return tf.ensure_shape(image, [image_size, image_size, 3])
