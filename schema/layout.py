@@ -22,28 +22,22 @@ REPORT_DIR = "report"
 
 @dataclasses.dataclass(frozen=True)
 class OutputPaths:
-  """The folders and files of one output folder."""
+  """The folders and files of one output folder (absolute paths)."""
   output: str
-
-  @property
-  def pipeline_root(self) -> str:
-    return os.path.join(self.output, PIPELINE_ROOT_DIR)
-
-  @property
-  def metadata(self) -> str:
-    return os.path.join(self.output, METADATA_FILE)
-
-  @property
-  def serving(self) -> str:
-    return os.path.join(self.output, SERVING_DIR)
-
-  @property
-  def report(self) -> str:
-    return os.path.join(self.output, REPORT_DIR)
+  pipeline_root: str
+  metadata: str
+  serving: str
+  report: str
 
 
 def output_paths(output: str) -> OutputPaths:
-  return OutputPaths(os.path.abspath(output))
+  output = os.path.abspath(output)
+  return OutputPaths(
+      output=output,
+      pipeline_root=os.path.join(output, PIPELINE_ROOT_DIR),
+      metadata=os.path.join(output, METADATA_FILE),
+      serving=os.path.join(output, SERVING_DIR),
+      report=os.path.join(output, REPORT_DIR))
 
 
 def pipeline_name(task: str) -> str:
