@@ -76,6 +76,8 @@ CLASS_NAME = "class_name"  # [batch]
 OUTPUTS = "outputs"  # serving_tf_example: the model's own output
 HEATMAP = "heatmap"  # gradcam: [batch, S, S] in [0, 1]
 OVERLAY_PNG = "overlay_png"  # gradcam: [batch] PNG bytes
+# TF Serving's GetModelMetadata: the one metadata field there is.
+SIGNATURE_DEF_METADATA = "signature_def"
 GRADCAM_METHODS: Tuple[str, ...] = ("gradcam", "hirescam")
 # HiResCAM keeps the gradient per location, which the thesis models' Flatten
 # + Dense heads give each location its own weights for.

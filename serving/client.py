@@ -26,8 +26,6 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from schema import contract
 from schema.settings import ServeSettings
 
-_SIGNATURE_DEF = "signature_def"  # GetModelMetadata's metadata field
-
 
 class ClientError(Exception):
   """A failed call; `code` is the gRPC status, `details` the server's text."""
@@ -179,14 +177,15 @@ class Client:
   def signatures(self, model: str, version: Optional[int] = None) -> Dict:
     """{signature name: SignatureDef} of the version served."""
     request = get_model_metadata_pb2.GetModelMetadataRequest(
-        metadata_field=[_SIGNATURE_DEF])
+        metadata_field=[contract.SIGNATURE_DEF_METADATA])
     request.model_spec.name = model
     if version is not None:
       request.model_spec.version.value = version
     response = self._call(self._predictions.GetModelMetadata, request, model,
                           version)
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata[_SIGNATURE_DEF].Unpack(signature_defs)
+    response.metadata[contract.SIGNATURE_DEF_METADATA].Unpack(
+        signature_defs)
     return dict(signature_defs.signature_def)
 
 

@@ -30,7 +30,6 @@ from serving.server.errors import from_op_error
 from serving.server.errors import ServingError
 
 KEEP_VERSIONS = 2  # the latest, and the one it replaced
-SIGNATURE_DEF = "signature_def"  # GetModelMetadata's one metadata field
 
 _State = get_model_status_pb2.ModelVersionStatus.State
 
@@ -246,7 +245,7 @@ class ModelRepository:
       raise ServingError(Code.INVALID_ARGUMENT, "GetModelMetadataRequest "
                          "must specify at least one metadata_field")
     for field in request.metadata_field:
-      if field != SIGNATURE_DEF:
+      if field != contract.SIGNATURE_DEF_METADATA:
         raise ServingError(Code.INVALID_ARGUMENT,
                            f"Metadata field {field} is not supported")
     servable = self.get(request.model_spec.name,
@@ -257,7 +256,7 @@ class ModelRepository:
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = servable.name
     response.model_spec.version.value = servable.version
-    response.metadata[SIGNATURE_DEF].Pack(signature_defs)
+    response.metadata[contract.SIGNATURE_DEF_METADATA].Pack(signature_defs)
     return response
 
   def status(self, request) -> get_model_status_pb2.GetModelStatusResponse:
