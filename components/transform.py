@@ -13,10 +13,19 @@ from schema import settings
 from serving.export import pixels
 
 
+_IMAGE_SIZE = "image_size"
+
+
+def make_custom_config(image_size: int) -> dict:
+  """Transform's custom_config, as the pipeline passes it."""
+  return {_IMAGE_SIZE: image_size}
+
+
 def image_size_from(custom_config) -> int:
-  """Transform's custom_config: {"image_size": S}; the Trainer's default."""
+  """The image size of make_custom_config(); the Trainer's default without
+  one."""
   return int((custom_config or {}).get(
-      "image_size", settings.TrainingSettings().image_size))
+      _IMAGE_SIZE, settings.TrainingSettings().image_size))
 
 
 def _squeeze_last(x: tf.Tensor) -> tf.Tensor:

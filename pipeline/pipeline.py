@@ -17,6 +17,7 @@ from tfx.dsl.components.base import executor_spec
 
 from components import image_example_gen
 from components import pusher as pusher_lib
+from components import transform
 from components import validation_gate
 from pipeline import eval_config
 import schema
@@ -138,7 +139,7 @@ def create_pipeline(
       preprocessing_fn=TRANSFORM_FN,
       splits_config=tfx.proto.SplitsConfig(
           analyze=[contract.TRAIN], transform=list(contract.SPLITS)),
-      custom_config={"image_size": training.image_size},
+      custom_config=transform.make_custom_config(training.image_size),
       # Statistics of serialized pixels say nothing a person can use.
       disable_statistics=True)
   transform_component.add_upstream_node(gate)
