@@ -117,8 +117,8 @@ def reexport(run_dir: str, image_size: int, gradcam_layer: str) -> str:
   """The latest pushed weights, exported again by today's signatures."""
   model = exported.trained_keras_model(latest_push(run_dir), MODEL, TASK,
                                        image_size)
-  # The Transform graph of the latest run (its only TransformGraph folder
-  # when the run was made by this script, which clears nothing).
+  # The newest TransformGraph under the run's pipeline root: the latest
+  # run's (the run summary does not name it).
   graph = max(glob.glob(os.path.join(
       layout.output_paths(run_dir).pipeline_root, "Transform",
       "transform_graph", "*")), key=os.path.getmtime)

@@ -41,7 +41,7 @@ def ingest(data_dir: str, beam_args, out_dir: str):
   executor.Do({}, {"examples": [examples], "quarantine": [quarantine]},
               {"input_base": data_dir, "task": "multiclass", "source": "",
                "eval_percent": settings.RunSettings().eval_percent,
-               "split_salt": "cxr",
+               "split_salt": image_example_gen.DEFAULT_SPLIT_SALT,
                "input_fingerprint": ""})
   seconds = time.perf_counter() - start
   counts = json.loads(examples.get_string_custom_property(

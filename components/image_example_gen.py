@@ -40,6 +40,9 @@ from schema import settings
 
 SPLITS = contract.SPLITS
 _METRICS_NAMESPACE = "ImageExampleGen"
+# Salt of the patient hash that carves the eval split; another salt, another
+# split.
+DEFAULT_SPLIT_SALT = "cxr"
 
 
 class ImageQuarantine(types.Artifact):
@@ -239,7 +242,7 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
 
   def __init__(self, input_base: str, task: str, source: str = "",
                eval_percent: int = settings.RunSettings().eval_percent,
-               split_salt: str = "cxr",
+               split_salt: str = DEFAULT_SPLIT_SALT,
                input_fingerprint: Optional[str] = None):
     """Args:
       input_base: the data set folder (local or gs://).

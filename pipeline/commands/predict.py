@@ -48,12 +48,14 @@ def _class_name(outputs, class_id: int) -> str:
 def main(args) -> int:
   from serving import client  # pylint: disable=g-import-not-at-top
   with client.Client(args.server, timeout=args.timeout) as connection:
-    return _predict_each(client, connection, args)
+    return _predict_each(connection, args)
 
 
-def _predict_each(client, connection, args) -> int:
+def _predict_each(connection, args) -> int:
   """One line per image; a bad file is reported and skipped."""
-  import grpc  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import grpc
+  from serving import client
   if args.gradcam:
     os.makedirs(args.gradcam, exist_ok=True)
   failed = False

@@ -42,7 +42,7 @@ def gradcam_gallery(model_dir: str, examples_uri: str, task: str,
   """
   class_names = contract.CLASS_NAMES[task]
   files = sorted(fileio.glob(os.path.join(examples_uri, _TEST_SPLIT_DIR,
-                                               "*")))
+                                          "*")))
   if not files:
     note = f"no test split under {examples_uri}"
     return [doc.GradcamCard(name, note=note) for name in class_names]
