@@ -27,5 +27,5 @@ setuptools.setup(
         "numpy",
     ],
     extras_require={"test": ["pytest", "PyYAML"]},  # YAML: k8s manifests
-    entry_points={"console_scripts": ["cxr = pipeline.cli:main"]},
+    entry_points={"console_scripts": ["cxr = cxr.cli:main"]},
 )

@@ -3,7 +3,7 @@ that fails at once (nothing listens on the port), per checkout, alternated.
 
   .venv/bin/python bench/cli_start.py [--runs 5] [CHECKOUT ...]
 
-Each command runs as `python -m pipeline.cli ...` with the checkout first on
+Each command runs as `python -m cxr.cli ...` (`pipeline.cli` before the move) with the checkout first on
 the path (default: this one), the checkouts taking turns, so a second
 checkout (e.g. an older commit's `git worktree`) is measured side by side.
 Prints a Markdown table of median wall seconds for BENCHMARKS.md.
@@ -40,7 +40,10 @@ def commands(image: str, port: int):
 def seconds(checkout: str, args) -> float:
   env = dict(os.environ, PYTHONPATH=checkout)
   start = time.perf_counter()
-  subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=checkout,
+  # The command line moved from pipeline/cli.py to cxr/cli.py.
+  module = ("cxr.cli" if os.path.exists(os.path.join(checkout, "cxr", "cli.py"))
+            else "pipeline.cli")
+  subprocess.run([sys.executable, "-m", module, *args], cwd=checkout,
                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                  check=False)
   return time.perf_counter() - start

@@ -1,10 +1,18 @@
-"""The artifact types the project adds to TFX, importable by their type names.
+"""The `cxr` command line (cxr.cli) and the project's artifact types by the
+names Vertex AI / Kubeflow know them.
 
 KFP v2 names a custom artifact type `module.Class`, and TFX's container
-entrypoint on Vertex AI / Kubeflow imports that name to rebuild the
-artifact, so `cxr.ImageQuarantine` must import as exactly that.
+entrypoint imports that name to rebuild the artifact, so
+`cxr.ImageQuarantine` must import as exactly that. It loads on first use,
+so that `cxr --help` does not load TFX.
 """
 
-from components.image_example_gen import ImageQuarantine
-
 __all__ = ["ImageQuarantine"]
+
+
+def __getattr__(name: str):
+  if name == "ImageQuarantine":
+    # pylint: disable=g-import-not-at-top
+    from components.image_example_gen import ImageQuarantine
+    return ImageQuarantine
+  raise AttributeError(f"module 'cxr' has no attribute {name!r}")

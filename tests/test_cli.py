@@ -4,7 +4,7 @@ import glob
 
 import pytest
 
-from pipeline import cli
+from cxr import cli
 
 
 def test_synth(tmp_path, capsys):

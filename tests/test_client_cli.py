@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from pipeline import cli
+from cxr import cli
 from schema import contract
 from schema.settings import ServeSettings
 from serving import client as serving_client

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from pipeline import cli
+from cxr import cli
 from pipeline import report
 from pipeline import summary
 from pipeline.report import document

@@ -86,14 +86,14 @@ def _loaded_after(code: str):
 
 
 def test_the_command_line_parses_without_tensorflow():
-  loaded = _loaded_after("from pipeline import cli\ncli.build_parser()")
+  loaded = _loaded_after("from cxr import cli\ncli.build_parser()")
   assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
 @pytest.mark.parametrize("heavy", ["tfx", "tensorflow_model_analysis",
                                    "apache_beam", "matplotlib"])
 def test_predict_loads_no_pipeline_machinery(heavy):
-  loaded = _loaded_after("from pipeline import cli\n"
+  loaded = _loaded_after("from cxr import cli\n"
                          "cli.build_parser()\n"
                          "from serving import client")
   assert heavy not in loaded

@@ -16,7 +16,7 @@ The modules: document (the blocks and how values are written), sections
 (the tables and sections of a run summary), figures (confusion matrix,
 training curves), gallery (Grad-CAM), html and markdown (the renderers,
 style.css the page's style sheet) and build (build_report). The command is
-pipeline/commands/report.py.
+cxr/commands/report.py.
 """
 
 from pipeline.report.build import build_report

@@ -2,7 +2,7 @@
 
 import sys
 
-from pipeline.commands import summary
+from cxr.commands import summary
 from schema import contract
 from schema import settings
 

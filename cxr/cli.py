@@ -8,7 +8,7 @@
   cxr serve --model-base OUT/serving [--port P --rest-port P ...]
   cxr predict IMAGE... --server HOST:PORT --model NAME [--gradcam OUT_DIR]
 
-Each subcommand is a module of pipeline/commands/ (see its __init__).
+Each subcommand is a module of cxr/commands/ (see its __init__).
 """
 
 import argparse
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
       prog="cxr", description="Chest X-ray pneumonia pipeline on TFX.")
   subparsers = parser.add_subparsers(dest="command", required=True)
   for name in COMMANDS:
-    importlib.import_module(f"pipeline.commands.{name}").register(subparsers)
+    importlib.import_module(f"cxr.commands.{name}").register(subparsers)
   return parser
 
 
