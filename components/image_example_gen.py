@@ -16,7 +16,7 @@ import hashlib
 import io
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Union
 
 from absl import logging
 import apache_beam as beam
@@ -26,12 +26,14 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_component
 from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.components.base import executor_spec
+from tfx.orchestration import data_types
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from components import fingerprint_driver
 from components import image_examples
 from components import image_layouts
 from schema import contract
@@ -214,6 +216,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                         json.dumps(counts))
       target.set_string_custom_property("layout", data_layout)
       target.set_string_custom_property("source", source)
+      target.set_string_custom_property(
+          fingerprint_driver.INPUT_FINGERPRINT,
+          exec_properties.get(fingerprint_driver.INPUT_FINGERPRINT) or "")
 
 
 class ImageExampleGenSpec(types.ComponentSpec):
@@ -223,9 +228,11 @@ class ImageExampleGenSpec(types.ComponentSpec):
       "source": ExecutionParameter(type=str),
       "eval_percent": ExecutionParameter(type=int),
       "split_salt": ExecutionParameter(type=str),
-      # Fingerprint of the folder's listing (names, sizes, times): a changed
-      # folder is a new execution, not a cache hit on the old one.
-      "input_fingerprint": ExecutionParameter(type=str),
+      # Set at run time by the driver (components/fingerprint_driver.py)
+      # before the cache lookup: a changed folder is a new execution, not a
+      # cache hit on the old one.
+      fingerprint_driver.INPUT_FINGERPRINT: ExecutionParameter(
+          type=str, optional=True),
   }
   INPUTS = {}
   OUTPUTS = {
@@ -239,19 +246,19 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
 
   SPEC_CLASS = ImageExampleGenSpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+  DRIVER_CLASS = fingerprint_driver.FingerprintDriver
 
-  def __init__(self, input_base: str, task: str, source: str = "",
+  def __init__(self, input_base: Union[str, data_types.RuntimeParameter],
+               task: str, source: str = "",
                eval_percent: int = settings.RunSettings().eval_percent,
-               split_salt: str = DEFAULT_SPLIT_SALT,
-               input_fingerprint: Optional[str] = None):
+               split_salt: str = DEFAULT_SPLIT_SALT):
     """Args:
-      input_base: the data set folder (local or gs://).
+      input_base: the data set folder (local or gs://), or a runtime
+        parameter holding it.
       task: `binary` or `multiclass`; sets the `label` feature.
       source: data set name stored in every example (default: folder name).
       eval_percent: percent of train patients carved out as the eval split.
       split_salt: salt of the patient hash; change it for another split.
-      input_fingerprint: schema.layout.fingerprint of input_base, so that a
-        changed folder is a new execution, not a cache hit on the old one.
     """
     contract.check_task(task)
     # The same bounds as the setting's, whatever built this component.
@@ -259,7 +266,6 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
     spec = ImageExampleGenSpec(
         input_base=input_base, task=task, source=source,
         eval_percent=eval_percent, split_salt=split_salt,
-        input_fingerprint=input_fingerprint or "",
         examples=types.Channel(type=standard_artifacts.Examples),
         quarantine=types.Channel(type=ImageQuarantine))
     super().__init__(spec=spec)

@@ -7,6 +7,7 @@
   cxr report OUT [--task binary|multiclass|both]
   cxr serve --model-base OUT/serving [--port P --rest-port P ...]
   cxr predict IMAGE... --server HOST:PORT --model NAME [--gradcam OUT_DIR]
+  cxr compile --engine vertex|kubeflow --output JOB.json --image IMAGE ...
 
 Each subcommand is a module of cxr/commands/ (see its __init__).
 """
@@ -17,7 +18,7 @@ import sys
 from typing import List, Optional
 
 COMMANDS = ("synth", "run", "models", "summary", "report", "serve",
-            "predict")
+            "predict", "compile")
 
 
 def build_parser() -> argparse.ArgumentParser:

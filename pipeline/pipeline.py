@@ -9,11 +9,13 @@ installed package is the only thing a worker or container needs.
 """
 
 import os
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Union
 
+from google.protobuf import message
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
+from tfx.orchestration import data_types
 
 from components import image_example_gen
 from components import pusher as pusher_lib
@@ -27,25 +29,40 @@ from schema import settings as settings_lib
 
 TRANSFORM_FN = "components.transform.preprocessing_fn"
 TRAINER_FN = "components.trainer.run_fn"
+# A data folder, or a runtime parameter holding one (set per compiled run).
+DataRoot = Union[str, data_types.RuntimeParameter]
 
 
-def _model_branch(model: str, task: str,
-                  training: settings_lib.TrainingSettings,
-                  gates: settings_lib.GateSettings, transform_component,
-                  example_gen, serving_base: str, cross_example_gen=None):
-  """Trainer -> Evaluator (baseline: this model's latest blessed) -> Pusher.
-
-  With cross_example_gen, a CrossEvaluator also scores the trained model on
-  the other data set's test split; it has no thresholds and gates nothing.
-  """
-  trainer = tfx.components.Trainer(
+def _trainer(model: str, task: str, training: settings_lib.TrainingSettings,
+             transform_component, vertex_training: Optional[Dict[str, Any]],
+             platform_config: Optional[message.Message]):
+  """TFX's Trainer, or its Vertex AI extension with the same run_fn."""
+  trainer_class = tfx.components.Trainer
+  custom_config = settings_lib.trainer_custom_config(task, model, training)
+  if vertex_training:
+    trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
+    custom_config.update(vertex_training)
+  trainer = trainer_class(
       run_fn=TRAINER_FN,
       examples=transform_component.outputs["transformed_examples"],
       transform_graph=transform_component.outputs["transform_graph"],
       train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN]),
       eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL]),
-      custom_config=settings_lib.trainer_custom_config(task, model, training),
+      custom_config=custom_config,
   ).with_id(layout.node_id(layout.TRAINER, model))
+  if platform_config is not None:
+    trainer = trainer.with_platform_config(platform_config)
+  return trainer
+
+
+def _model_branch(model: str, task: str, trainer, gates:
+                  settings_lib.GateSettings, example_gen, serving_base: str,
+                  cross_example_gen=None):
+  """Trainer -> Evaluator (baseline: this model's latest blessed) -> Pusher.
+
+  With cross_example_gen, a CrossEvaluator also scores the trained model on
+  the other data set's test split; it has no thresholds and gates nothing.
+  """
 
   # Only this branch's models and blessings: another model's blessing is no
   # baseline for this one.
@@ -92,35 +109,41 @@ def _model_branch(model: str, task: str,
 def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
-    data_root: str,
+    data_root: DataRoot,
     task: str,
     serving_base: str,
     run: settings_lib.RunSettings = settings_lib.RunSettings(),
     training: settings_lib.TrainingSettings = settings_lib.TrainingSettings(),
     gates: settings_lib.GateSettings = settings_lib.GateSettings(),
-    input_fingerprint: Optional[str] = None,
-    cross_data_root: Optional[str] = None,
-    cross_input_fingerprint: Optional[str] = None,
+    cross_data_root: Optional[DataRoot] = None,
     metadata_connection_config: Optional[
         metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: Optional[List[str]] = None,
+    vertex_training: Optional[Dict[str, Any]] = None,
+    trainer_platform_config: Optional[message.Message] = None,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline; nothing runs and no file is touched here.
 
-  cross_data_root: a second data set (either layout) every model is also
+  data_root, cross_data_root: folders, or runtime parameters holding them.
+  cross_data_root is a second data set (either layout) every model is also
   evaluated on, its labels read in this task's terms (the thesis's
-  cross-data-set accuracy).
+  cross-data-set accuracy). Ingestion fingerprints each folder when it runs
+  (components/fingerprint_driver.py), so caching follows the folder's files.
+  vertex_training: the custom_config entries of TFX's Vertex AI Trainer
+  extension (`ai_platform_*`: region, training job args with the worker
+  pool and its accelerator); given, each Trainer runs as a Vertex AI
+  custom training job. trainer_platform_config: the Trainer task's
+  resources on Kubeflow (a KFP ResourceSpec, e.g. its accelerator).
   """
   example_gen = image_example_gen.ImageExampleGen(
       input_base=data_root, task=task, eval_percent=run.eval_percent,
-      input_fingerprint=input_fingerprint).with_id(layout.EXAMPLE_GEN)
+  ).with_id(layout.EXAMPLE_GEN)
   cross_example_gen = None
   if cross_data_root:
     # The same reader maps the labels: 3-class ids 1 and 2 are pneumonia for
     # the binary task; Kermany file names give bacterial/viral for 3-class.
     cross_example_gen = image_example_gen.ImageExampleGen(
         input_base=cross_data_root, task=task, eval_percent=run.eval_percent,
-        input_fingerprint=cross_input_fingerprint,
     ).with_id(layout.CROSS_EXAMPLE_GEN)
   schema_importer = tfx.components.ImportSchemaGen(
       schema_file=schema.schema_path(task))
@@ -146,9 +169,10 @@ def create_pipeline(
 
   branches = []
   for model in run.models:
-    branches += _model_branch(model, task, training, gates,
-                              transform_component, example_gen, serving_base,
-                              cross_example_gen)
+    trainer = _trainer(model, task, training, transform_component,
+                       vertex_training, trainer_platform_config)
+    branches += _model_branch(model, task, trainer, gates, example_gen,
+                              serving_base, cross_example_gen)
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,

@@ -52,10 +52,7 @@ def run(data: str, task: str, output: str,
       run=run_settings,
       training=training,
       gates=gates,
-      input_fingerprint=layout.fingerprint(data),
       cross_data_root=os.path.abspath(cross_data) if cross_data else None,
-      cross_input_fingerprint=(layout.fingerprint(cross_data)
-                               if cross_data else None),
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
               paths.metadata)),

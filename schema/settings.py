@@ -6,6 +6,7 @@
 * GateSettings: the Evaluator's blessing floors.
 * RunSettings: the run's own choices (models, eval split, runner, Beam).
 * ServeSettings: `cxr serve`.
+* CloudSettings: `cxr compile`, the pipeline on Vertex AI / Kubeflow.
 
 The command line is derived from the fields (`add_arguments`, `from_args`):
 a new setting is one field here, with its help. That takes a few lines over
@@ -193,7 +194,74 @@ class ServeSettings:
     return f"localhost:{self.port}"
 
 
+ENGINES = ("vertex", "kubeflow")
+BEAM_RUNNERS = ("dataflow", "direct")
+# The accelerator asked for when --gpu is not given, per engine: Vertex AI
+# names machine accelerators, Kubeflow a Kubernetes resource.
+DEFAULT_GPUS = {"vertex": "NVIDIA_TESLA_T4:1", "kubeflow": "nvidia.com/gpu:1"}
+NO_GPU = "none"
+
+
+def parse_gpu(text: str) -> Optional[Tuple[str, int]]:
+  """'NVIDIA_TESLA_T4:1' -> ('NVIDIA_TESLA_T4', 1); 'none' -> None."""
+  if text == NO_GPU:
+    return None
+  kind, _, count = text.rpartition(":")
+  _check(bool(kind) and count.isdigit() and int(count) >= 1,
+         f"gpu must be TYPE:COUNT (e.g. NVIDIA_TESLA_T4:1) or {NO_GPU}, got "
+         f"{text!r}")
+  return kind, int(count)
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudSettings:
+  """`cxr compile`: where the compiled pipeline runs and on what."""
+  engine: str = setting("vertex", "the orchestrator the spec is for",
+                        choices=ENGINES)
+  image: str = setting(
+      "", "container image of every component, with this project installed "
+      "(Dockerfile; Dockerfile.gpu when the Trainer has a GPU)")
+  gpu: str = setting(
+      "", "the Trainer's accelerator TYPE:COUNT, or none: train on the CPU "
+      f"(default: {DEFAULT_GPUS['vertex']} on Vertex AI, as a Vertex custom "
+      f"training job; {DEFAULT_GPUS['kubeflow']} on Kubeflow)")
+  trainer_machine_type: str = setting(
+      "n1-standard-8", "Vertex AI: machine of the training job")
+  beam_runner: str = setting(
+      "dataflow", "Beam runner of ingestion, statistics, Transform and "
+      "evaluation; direct: in the component's own container",
+      choices=BEAM_RUNNERS)
+  project: str = setting("", "Google Cloud project (Vertex AI training, "
+                         "Dataflow)")
+  region: str = setting("us-central1", "Google Cloud region")
+  temp_location: str = setting(
+      "", "Dataflow's temporary files (default: PIPELINE_ROOT/tmp)")
+  machine_type: str = setting("n1-standard-4", "Dataflow worker machine")
+  max_workers: int = setting(4, "most Dataflow workers per Beam job")
+
+  def __post_init__(self):
+    _check_choice("engine", self.engine, ENGINES)
+    _check_choice("beam_runner", self.beam_runner, BEAM_RUNNERS)
+    _check(bool(self.image), "image is required: the container image with "
+           "this project installed")
+    parse_gpu(self.gpu or DEFAULT_GPUS[self.engine])
+    _check(self.max_workers >= 1, f"max_workers must be at least 1, got "
+           f"{self.max_workers}")
+    needs_project = (self.beam_runner == "dataflow"
+                     or self.engine == "vertex" and self.accelerator)
+    _check(bool(self.project) or not needs_project,
+           "project is required for Dataflow and for Vertex AI training jobs")
+
+  @property
+  def accelerator(self) -> Optional[Tuple[str, int]]:
+    """The Trainer's (type, count), or None for the CPU."""
+    return parse_gpu(self.gpu or DEFAULT_GPUS[self.engine])
+
+
 # --- the Trainer's custom_config ---------------------------------------
+
+# custom_config keys of TFX's google_cloud_ai_platform Trainer extension.
+CLOUD_TRAINER_PREFIX = "ai_platform_"
 
 
 def trainer_custom_config(task: str, model: str,
@@ -214,7 +282,10 @@ class TrainerConfig:
                          ) -> "TrainerConfig":
     """Checks names and types: a misspelt key or a wrong value fails here,
     before any training, with the key named."""
-    config = dict(config or {})
+    # TFX's Vertex AI Trainer hands its own `ai_platform_*` entries on to
+    # the training job with ours; they are not training settings.
+    config = {k: v for k, v in (config or {}).items()
+              if not k.startswith(CLOUD_TRAINER_PREFIX)}
     missing = {"task", "model"} - set(config)
     _check(not missing, f"custom_config lacks {sorted(missing)}")
     task = contract.check_task(config.pop("task"))
