@@ -7,6 +7,8 @@
   cxr report OUT [--task binary|multiclass|both]
   cxr serve --model-base OUT/serving [--port P --rest-port P ...]
   cxr predict IMAGE... --server HOST:PORT --model NAME [--gradcam OUT_DIR]
+  cxr submit SPEC --engine vertex --project P --region R [--labels k=v,...]
+  cxr submit SPEC --engine kubeflow --host URL [--wait]
 
 Each subcommand is a module of cxr/commands/ (see its __init__).
 """
@@ -17,7 +19,7 @@ import sys
 from typing import List, Optional
 
 COMMANDS = ("synth", "run", "models", "summary", "report", "serve",
-            "predict")
+            "predict", "submit")
 
 
 def build_parser() -> argparse.ArgumentParser:
