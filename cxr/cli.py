@@ -8,6 +8,8 @@
   cxr serve --model-base OUT/serving [--port P --rest-port P ...]
   cxr predict IMAGE... --server HOST:PORT --model NAME [--gradcam OUT_DIR]
   cxr compile --engine vertex|kubeflow --output JOB.json --image IMAGE ...
+  cxr submit JOB.json --engine vertex --project P --region R [--labels k=v,...]
+  cxr submit JOB.json --engine kubeflow --host URL [--wait]
 
 Each subcommand is a module of cxr/commands/ (see its __init__).
 """
@@ -18,7 +20,7 @@ import sys
 from typing import List, Optional
 
 COMMANDS = ("synth", "run", "models", "summary", "report", "serve",
-            "predict", "compile")
+            "predict", "compile", "submit")
 
 
 def build_parser() -> argparse.ArgumentParser:
