@@ -183,6 +183,20 @@ def submit_vertex(spec_path: str, project: str, region: str,
     raise known from e
 
 
+# TFX writes the runtime config's values typed (pipeline spec 2.0).
+_TYPED_VALUES = {"stringValue": str, "intValue": int, "doubleValue": float}
+
+
+def runtime_arguments(runtime: Dict[str, Any]) -> Dict[str, Any]:
+  """The job's runtime parameter values (e.g. data_root) as plain values,
+  which KFP's client takes as the run's arguments."""
+  values = dict(runtime.get("parameterValues") or {})
+  for name, typed in (runtime.get("parameters") or {}).items():
+    kind, value = next(iter(typed.items()))
+    values.setdefault(name, _TYPED_VALUES[kind](value))
+  return values
+
+
 def submit_kubeflow(spec_path: str, host: str, wait: bool = False,
                     service_account: Optional[str] = None,
                     pipeline_root: Optional[str] = None,
@@ -213,7 +227,7 @@ def submit_kubeflow(spec_path: str, host: str, wait: bool = False,
       with open(package, "w", encoding="utf-8") as f:
         json.dump(spec["pipelineSpec"], f)
       result = client.create_run_from_pipeline_package(
-          package, arguments=dict(runtime.get("parameterValues") or {}),
+          package, arguments=runtime_arguments(runtime),
           run_name=f"{name} {datetime.datetime.now():%Y-%m-%d %H-%M-%S}",
           pipeline_root=root, enable_caching=None,
           service_account=service_account)

@@ -29,7 +29,8 @@ def spec_path(tmp_path_factory):
       str(tmp_path_factory.mktemp("spec") / "cxr.json"),
       data_root="gs://bucket/chest_xray", pipeline_root="gs://bucket/root",
       serving_base="gs://bucket/serving", task="binary",
-      image="example.com/cxr-tfx:latest",
+      cloud=settings.CloudSettings(image="example.com/cxr-tfx:latest",
+                                   project="proj"),
       run=settings.RunSettings(models=("cnn",)))
 
 
@@ -127,7 +128,8 @@ def test_kubeflow_creates_a_run_from_the_spec(spec_path):
   assert result.run_id == "run-1"
   ((call, package, kwargs),) = client.calls
   assert call == "create" and package == "cxr-binary.yaml"
-  assert kwargs["arguments"] == {}
+  # The data folder is a runtime parameter; KFP needs its value passed.
+  assert kwargs["arguments"] == {"data_root": "gs://bucket/chest_xray"}
   assert kwargs["run_name"].startswith("cxr-binary ")
   # TFX keeps the root in runtimeConfig, which KFP's client does not read.
   assert kwargs["pipeline_root"] == "gs://bucket/root"
