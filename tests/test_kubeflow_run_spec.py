@@ -47,7 +47,11 @@ def compile_spec(output_file: str, data_root: str, pipeline_root: str,
   model is blessed, local paths, any image name (nothing pulls it)."""
   return v2_runner.compile_pipeline(
       output_file, data_root=data_root, pipeline_root=pipeline_root,
-      serving_base=serving_base, task=TASK, image="local/cxr-tfx:test",
+      serving_base=serving_base, task=TASK,
+      # The DirectRunner and the CPU Trainer: the cloud's own services are
+      # not reachable here.
+      cloud=settings.CloudSettings(engine="vertex", image="local/cxr-tfx:test",
+                                   gpu=settings.NO_GPU, beam_runner="direct"),
       run=settings.RunSettings(models=(MODEL,)),
       training=settings.TrainingSettings(image_size=64, epochs=1,
                                          batch_size=16, seed=7),
@@ -127,23 +131,22 @@ def test_the_resolvers_find_nothing_on_a_first_run(spec_run):
 
 
 def test_ingestion_parameters_and_its_pre_cache_check(spec_run):
-  """The fingerprint a KFP cache key would hold: the hook's, at run time,
-  when the spec has one; else the compiled (empty) one."""
+  """The fingerprint a Vertex cache key holds: the hook's, taken at run
+  time, and the one the executor got and recorded."""
   results = _succeeded(spec_run)
   example_gen = results[layout.EXAMPLE_GEN]
   container = _executor(spec_run["spec"], layout.EXAMPLE_GEN)["container"]
+  assert "preCacheCheck" in container.get("lifecycle", {})
   assert example_gen.parameters["input_base"] == spec_run["data"]
   assert example_gen.parameters["eval_percent"] == 10
-  if "preCacheCheck" in container.get("lifecycle", {}):
-    assert example_gen.hook and example_gen.hook.returncode == 0
-    fingerprint = layout.fingerprint(spec_run["data"])
-    assert example_gen.hook.parameter_updates["input_fingerprint"] == (
-        fingerprint)
-    assert example_gen.parameters["input_fingerprint"] == fingerprint
-  else:
-    assert example_gen.hook is None
-    assert example_gen.parameters == example_gen.spec_parameters
-    assert example_gen.parameters["input_fingerprint"] == ""
+  assert "input_fingerprint" not in example_gen.spec_parameters
+  assert example_gen.hook and example_gen.hook.returncode == 0
+  fingerprint = layout.fingerprint(spec_run["data"])
+  assert example_gen.hook.parameter_updates["input_fingerprint"] == (
+      fingerprint)
+  assert example_gen.parameters["input_fingerprint"] == fingerprint
+  examples, = example_gen.outputs["examples"]
+  assert examples["metadata"]["input_fingerprint"] == fingerprint
 
 
 def test_the_examples_account_for_every_synthetic_image(spec_run):
