@@ -178,7 +178,17 @@ class ServeSettings:
       2**31 - 1, "largest request accepted, as TF Serving's 2 GiB by "
       "default; larger ones get RESOURCE_EXHAUSTED")
 
+  max_batch: int = setting(
+      256, "most images (or values along any open dimension) in one "
+      "request; more get INVALID_ARGUMENT")
+  max_input_bytes: int = setting(
+      512 * 2**20, "largest request input once built as a tensor: a "
+      "request may declare more values than it sends (the last one "
+      "repeats), and this bounds what that expands to")
+
   def __post_init__(self):
+    _check(self.max_batch >= 1, "max_batch must be at least 1")
+    _check(self.max_input_bytes >= 1, "max_input_bytes must be positive")
     for name in ("port", "rest_port"):
       value = getattr(self, name)
       _check(value is None and name == "rest_port" or 0 <= value <= 65535,

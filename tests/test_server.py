@@ -39,6 +39,9 @@ from serving import server
 from serving.server import tensors
 from serving.export import signatures
 
+LIMITS = tensors.RequestLimits(ServeSettings().max_batch,
+                               ServeSettings().max_input_bytes)
+
 SIZE = 58  # the smallest the thesis CNN takes
 BINARY = "cxr_binary_cnn"
 MULTICLASS = "cxr_multiclass_cnn"
@@ -357,7 +360,7 @@ def test_warm_up_runs_every_signature_on_a_real_image(model_base):
     request.model_spec.signature_name = name
     for alias, proto in tensors.warm_up_inputs(signature).items():
       request.inputs[alias].CopyFrom(proto)
-    outputs = servable.predict(request).outputs
+    outputs = servable.predict(request, LIMITS).outputs
     answered[name] = {k: tuple(tf.make_ndarray(v).shape)
                       for k, v in outputs.items()}
   assert answered["serving_default"]["probabilities"] == (1, 2)

@@ -37,6 +37,7 @@ import grpc
 from schema.settings import ServeSettings
 from serving.server import grpc_api
 from serving.server import rest
+from serving.server import tensors
 from serving.server.errors import ServingError
 from serving.server.repository import KEEP_VERSIONS
 from serving.server.repository import ModelRepository
@@ -92,7 +93,10 @@ def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
   Raises:
     OSError: a port cannot be bound or a PEM file read.
   """
-  repository = ModelRepository(model_base, keep_versions)
+  repository = ModelRepository(
+      model_base, tensors.RequestLimits(settings.max_batch,
+                                        settings.max_input_bytes),
+      keep_versions)
   repository.poll()  # like TF Serving: serve once the initial models loaded
   if not repository.models():
     logging.warning("no loadable model under %s yet; polling every %g s",

@@ -55,11 +55,12 @@ class Servable:
                          f'Serving signature key "{name}" not found.')
     return self.signature_defs[name]
 
-  def predict(self, request) -> predict_pb2.PredictResponse:
+  def predict(self, request, limits: tensors.RequestLimits
+              ) -> predict_pb2.PredictResponse:
     name = request.model_spec.signature_name or contract.SERVING_DEFAULT
     signature = self.signature(name)
     aliases = tensors.output_aliases(signature, request.output_filter)
-    inputs = tensors.input_tensors(signature, request.inputs)
+    inputs = tensors.input_tensors(signature, request.inputs, limits)
     try:
       outputs = self._functions[name](**inputs)
     except tf.errors.OpError as e:
@@ -72,7 +73,7 @@ class Servable:
       response.outputs[alias].CopyFrom(tensors.tensor_proto(outputs[alias]))
     return response
 
-  def warm_up(self) -> None:
+  def warm_up(self, limits: tensors.RequestLimits) -> None:
     """Runs each signature once so the first request does not pay for it.
 
     Replays TF Serving's warm-up file if the model has one, else sends every
@@ -97,7 +98,7 @@ class Servable:
         requests.append(request)
     for request in requests:
       try:
-        self.predict(request)
+        self.predict(request, limits)
       except Exception as e:  # pylint: disable=broad-except
         # A signature that cannot answer a plain image is worth a look.
         logging.warning("warm-up of %s version %d, signature %r failed: %s",
@@ -118,9 +119,10 @@ def requested_version(model_spec) -> Optional[int]:
 class ModelRepository:
   """The loaded versions of every model under `base`, kept in step with it."""
 
-  def __init__(self, base: str, keep_versions: int = KEEP_VERSIONS,
-               warm_up: bool = True):
+  def __init__(self, base: str, limits: tensors.RequestLimits,
+               keep_versions: int = KEEP_VERSIONS, warm_up: bool = True):
     self.base = base
+    self.limits = limits
     self._keep = max(1, keep_versions)
     self._warm_up = warm_up
     # {name: {version: Servable}}, replaced whole and never changed in place,
@@ -202,7 +204,7 @@ class ModelRepository:
     try:
       servable = Servable(name, version, path)
       if self._warm_up:
-        servable.warm_up()
+        servable.warm_up(self.limits)
     except Exception as e:  # pylint: disable=broad-except
       reason = " ".join(str(e).split()) or type(e).__name__
       self._failed = {**self._failed, (name, version): (fingerprint, reason)}
@@ -235,7 +237,8 @@ class ModelRepository:
     if not request.HasField("model_spec"):
       raise ServingError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
     return self.get(request.model_spec.name,
-                    requested_version(request.model_spec)).predict(request)
+                    requested_version(request.model_spec)).predict(
+                        request, self.limits)
 
   def metadata(self, request):
     """GetModelMetadata: the SignatureDefMap, packed as TF Serving packs it."""

@@ -4,6 +4,7 @@ Requests are checked against the SignatureDef as saved (dtypes, shapes,
 defaults), which is what TF Serving checks them against, with its messages.
 """
 
+import dataclasses
 from typing import Dict, List
 
 import numpy as np
@@ -26,12 +27,87 @@ def _names(names) -> str:
   return ",".join(sorted(names))
 
 
-def input_tensors(signature, request_inputs) -> Dict[str, tf.Tensor]:
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+  """How large one request input may become once it is a tensor."""
+  max_batch: int  # any dimension the signature leaves open (-1)
+  max_input_bytes: int  # the tensor's size in memory, strings included
+
+
+def _value_sizes(proto: tensor_pb2.TensorProto, itemsize: int) -> List[int]:
+  """Bytes of each value the proto carries (tensor_content or typed field)."""
+  if proto.dtype == tf.string.as_datatype_enum:
+    return [len(v) for v in proto.string_val]
+  if proto.tensor_content:
+    return [itemsize] * (len(proto.tensor_content) // itemsize)
+  for field in _VALUE_FIELDS:
+    values = getattr(proto, field)
+    if values:
+      # half_val and the complex fields pack several numbers per element
+      # differently; counting raw entries bounds them from above.
+      return [itemsize] * len(values)
+  return []
+
+
+def check_declared_size(alias: str, proto: tensor_pb2.TensorProto, info,
+                        limits: RequestLimits) -> None:
+  """Refuses an input whose declared shape would build too large a tensor,
+  before any tensor is built.
+
+  A TensorProto may declare more elements than it carries; like TF Serving
+  we accept that compact form, where the last value repeats, but
+  tf.make_ndarray would expand it to the declared size, so a few bytes on
+  the wire could ask for gigabytes. The declared shape is checked against
+  the signature's (rank, fixed sizes, open sizes up to max_batch) and the
+  expanded size against max_input_bytes.
+  """
+  dims = [d.size for d in proto.tensor_shape.dim]
+  if any(d < 0 for d in dims):
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       f"input {alias} declares a negative size: {dims}")
+  if not info.tensor_shape.unknown_rank:
+    want = [d.size for d in info.tensor_shape.dim]
+    if len(want) != len(dims) or any(
+        w >= 0 and w != d for w, d in zip(want, dims)):
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          f"input {alias} has shape {dims}, the signature expects {want} "
+          "(-1: any size)")
+    open_dims = [d for w, d in zip(want, dims) if w < 0]
+  else:
+    open_dims = dims
+  if any(d > limits.max_batch for d in open_dims):
+    raise ServingError(
+        Code.INVALID_ARGUMENT,
+        f"input {alias} has shape {dims}; this server takes at most "
+        f"{limits.max_batch} along open dimensions (--max-batch)")
+  declared = int(np.prod(dims, dtype=np.int64)) if dims else 1
+  try:
+    itemsize = tf.dtypes.as_dtype(proto.dtype).size
+  except TypeError:
+    itemsize = 1
+  sizes = _value_sizes(proto, itemsize)
+  if len(sizes) > declared:
+    raise ServingError(
+        Code.INVALID_ARGUMENT,
+        f"input {alias} carries {len(sizes)} values for shape {dims}")
+  # The compact form repeats the last value up to the declared count.
+  expanded = sum(sizes) + (declared - len(sizes)) * (
+      sizes[-1] if sizes else itemsize)
+  if expanded > limits.max_input_bytes:
+    raise ServingError(
+        Code.INVALID_ARGUMENT,
+        f"input {alias} would be {expanded} bytes as a tensor (shape {dims}); "
+        f"this server takes at most {limits.max_input_bytes} per input")
+
+
+def input_tensors(signature, request_inputs,
+                  limits: RequestLimits) -> Dict[str, tf.Tensor]:
   """Request TensorProtos -> tensors, checked against the SignatureDef.
 
   Follows TF Serving's predict_util.cc: an input missing from the request
   takes its SignatureDef default; missing without one, or unknown, is
-  INVALID_ARGUMENT.
+  INVALID_ARGUMENT. Sizes are checked first (check_declared_size).
   """
   sent, expected = set(request_inputs), set(signature.inputs)
   if len(sent) > len(expected) or (
@@ -65,19 +141,12 @@ def input_tensors(signature, request_inputs) -> Dict[str, tf.Tensor]:
           Code.INVALID_ARGUMENT,
           f"Expects arg[{alias}] to be {dtype_name(info.dtype)} but "
           f"{dtype_name(proto.dtype)} is provided")
+    check_declared_size(alias, proto, info, limits)
     try:
       value = tf.make_ndarray(proto)
     except (TypeError, ValueError) as e:
       raise ServingError(Code.INVALID_ARGUMENT,
                          f"tensor parsing error: {alias}") from e
-    if not info.tensor_shape.unknown_rank:
-      want = [d.size for d in info.tensor_shape.dim]
-      if len(want) != value.ndim or any(
-          w >= 0 and w != v for w, v in zip(want, value.shape)):
-        raise ServingError(
-            Code.INVALID_ARGUMENT,
-            f"input {alias} has shape {list(value.shape)}, the signature "
-            f"expects {want} (-1: any size)")
     tensors[alias] = tf.constant(value, dtype=tf.dtypes.as_dtype(info.dtype))
   return tensors
 
@@ -136,6 +205,11 @@ def warm_up_inputs(signature) -> Dict[str, tensor_pb2.TensorProto]:
         np.zeros(shape, dtype.as_numpy_dtype), dtype=dtype, shape=shape)
   return inputs
 
+
+# The typed value fields of a TensorProto (strings apart).
+_VALUE_FIELDS = ("float_val", "double_val", "int_val", "int64_val",
+                 "uint32_val", "uint64_val", "bool_val", "half_val",
+                 "scomplex_val", "dcomplex_val")
 
 # TF Serving answers Predict with typed fields (Tensor::AsProtoField), which
 # clients may read directly (`outputs["x"].float_val`), not tensor_content.
