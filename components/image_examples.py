@@ -44,9 +44,18 @@ def check_image(data: bytes) -> Tuple[int, int, int]:
     raise BadImage("not a JPEG or PNG file (unknown or unsupported format)")
   try:
     with Image.open(io.BytesIO(data)) as img:
+      width, height = img.size  # from the header, before decoding
+      if width * height > contract.MAX_IMAGE_PIXELS:
+        raise BadImage(f"{fmt} of {width}x{height}: more than "
+                       f"{contract.MAX_IMAGE_PIXELS} pixels")
       img.load()  # Raises on truncation (LOAD_TRUNCATED_IMAGES is off).
-      width, height = img.size
       channels = _MODE_CHANNELS.get(img.mode)
+  except BadImage:
+    raise
+  except Image.DecompressionBombError as e:
+    # Pillow's own, at twice its limit, before our header check can run.
+    raise BadImage(f"{fmt} of more than {contract.MAX_IMAGE_PIXELS} pixels: "
+                   f"{e}") from e
   except Exception as e:  # pylint: disable=broad-except
     raise BadImage(f"corrupt or truncated {fmt}: {e}") from e
   if channels is None:

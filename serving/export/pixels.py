@@ -21,17 +21,47 @@ def _taken_format(encoded: tf.Tensor) -> tf.Tensor:
       for magic in contract.IMAGE_FORMATS.values()])
 
 
+def _png_pixels(encoded: tf.Tensor) -> tf.Tensor:
+  """Width x height from a PNG's IHDR chunk (big-endian, bytes 16-23); 0
+  for a file too short to hold one (the decoder then says what is wrong)."""
+  header = tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8)
+  header = tf.cast(tf.pad(header, [[0, 8 - tf.shape(header)[0]]]), tf.int64)
+  weights = tf.constant([2**24, 2**16, 2**8, 1], tf.int64)
+  return (tf.reduce_sum(header[:4] * weights)
+          * tf.reduce_sum(header[4:] * weights))
+
+
+def _jpeg_pixels(encoded: tf.Tensor) -> tf.Tensor:
+  shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.int64)
+  return shape[0] * shape[1]
+
+
+def declared_pixels(encoded: tf.Tensor) -> tf.Tensor:
+  """Pixels a JPEG or PNG declares in its header, read without decoding."""
+  png_magic = contract.IMAGE_FORMATS["PNG"]
+  return tf.cond(
+      tf.equal(tf.strings.substr(encoded, 0, len(png_magic)), png_magic),
+      lambda: _png_pixels(encoded), lambda: _jpeg_pixels(encoded))
+
+
 def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
   """One encoded JPEG/PNG string -> uint8 [image_size, image_size, 3].
 
   Other formats TensorFlow could decode (GIF, BMP) are refused, with
   InvalidArgumentError, as ingestion quarantines them: a model serves the
-  formats it was trained on.
+  formats it was trained on. So are images whose header declares more than
+  contract.MAX_IMAGE_PIXELS, before they are decoded: a small file can
+  declare a huge image, and the graph is what tensorflow_model_server runs.
   """
-  check = tf.debugging.Assert(
+  taken = tf.debugging.Assert(
       _taken_format(encoded),
       [f"not a {' or '.join(contract.IMAGE_FORMATS)} image"])
-  with tf.control_dependencies([check]):
+  with tf.control_dependencies([taken]):
+    declared = declared_pixels(encoded)
+  small = tf.debugging.Assert(
+      declared <= contract.MAX_IMAGE_PIXELS,
+      [f"image larger than {contract.MAX_IMAGE_PIXELS} pixels:", declared])
+  with tf.control_dependencies([small]):
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
   image = tf.image.resize(image, [image_size, image_size], antialias=True)
   image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
