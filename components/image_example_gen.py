@@ -12,7 +12,6 @@ without a test folder gets its test split carved the same way.
 """
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -51,39 +50,9 @@ class ImageQuarantine(types.Artifact):
   TYPE_NAME = "cxr.ImageQuarantine"
 
 
-def _bucket(patient: str, salt: str) -> float:
-  """Stable position of a patient in [0, 100)."""
-  digest = hashlib.sha256(f"{salt}:{patient}".encode()).hexdigest()
-  return int(digest[:12], 16) / 16**12 * 100
-
-
-def carve_splits(records: List[image_layouts.ImageRecord], eval_percent: int,
-                 carve_test_percent: int, salt: str) -> List[tuple]:
-  """(record, output split) pairs; whole patients move together.
-
-  Test records keep their split. Train patients go to eval (and, when the
-  data set has no test folder, to test) by a stable hash of the patient id.
-  A small data set whose hash leaves a carved split empty gets the nearest
-  patient moved there, so every split has data while two patients remain.
-  """
-  patients = sorted({r.patient_id for r in records
-                     if r.split == contract.TRAIN},
-                    key=lambda p: (_bucket(p, salt), p))
-  ranges = {contract.EVAL: (0, eval_percent),
-            contract.TEST: (eval_percent, eval_percent + carve_test_percent)}
-  chosen = {}
-  for split, (low, high) in ranges.items():
-    if high == low:
-      continue
-    members = [p for p in patients if low <= _bucket(p, salt) < high]
-    rest = [p for p in patients if p not in chosen]
-    if not members and len(rest) > 2:
-      members = [min(rest, key=lambda p, low=low: (abs(_bucket(p, salt) - low),
-                                                   p))]
-    chosen.update({p: split for p in members})
-  return [(r, contract.TEST if r.split == contract.TEST
-           else chosen.get(r.patient_id, contract.TRAIN))
-          for r in records]
+# Kept here for callers of the component module; the rule lives in
+# image_layouts.
+carve_splits = image_layouts.carve_splits
 
 
 def _csv_line(path: str, reason: str) -> str:
