@@ -119,6 +119,7 @@ def build_pipeline(pipeline: beam.Pipeline,
   The graph holds the folders of image_layouts.plan_folders, never a file
   path, so its size does not grow with the data set.
   """
+  examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
   listed = (pipeline
             | "ListOnWorkers" >> image_listing.ListImages(folders, task)
             | "RecordOrQuarantined" >> beam.Partition(
@@ -170,7 +171,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       logging.warning("ImageExampleGen: ignoring %s (not part of the %s "
                       "layout)", path, data_layout)
 
-    examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     pipeline = self._make_beam_pipeline()
     build_pipeline(pipeline, folders, task, source, eval_percent, salt,
                    examples, quarantine)

@@ -6,9 +6,11 @@ submitted Beam graph holds folder patterns, never file paths, and stays the
 same size for ten files or a million (Dataflow caps a job graph at tens of
 MB). On the workers:
 
-* each folder is matched with Beam's `fileio.MatchAll` on `<folder>/**`
-  (Beam's glob: `**` crosses `/`, so files in nested subfolders are found,
-  as the launcher-side walk finds them; local or gs:// alike);
+* the files are matched with Beam's `fileio.MatchAll` on `<folder>/**`,
+  one pattern per class folder of a binary split folder or per 3-class
+  image folder (Beam's glob: `**` crosses `/`, so files in nested
+  subfolders are found, as the launcher-side walk finds them; local or
+  gs:// alike; see folder_patterns for the launcher's part);
 * each labels CSV is read by one worker, row by row, and joined with the
   files of its image folder by path (CoGroupByKey), so unlisted files,
   rows naming missing files, duplicate rows and unknown class ids are
@@ -21,6 +23,7 @@ What each file or row is, is decided by the pure rules of image_layouts,
 one place for each rule. Every listed input increments the `seen` counter.
 """
 
+import os
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 from absl import logging
@@ -29,6 +32,7 @@ from apache_beam.io import fileio as beam_fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
+from tfx.dsl.io import fileio as tfx_fileio
 
 from components import image_layouts
 from components.image_layouts import ImageFolder, ImageRecord, SplitFolder
@@ -46,9 +50,27 @@ def glob_literal(path: str) -> str:
   return "".join(f"[{c}]" if c in "[*?" else c for c in path)
 
 
-def folder_pattern(folder: image_layouts.Folder) -> str:
-  """Beam glob of every file under a folder, at any depth."""
-  return glob_literal(folder.path.rstrip("/")) + "/**"
+def folder_patterns(folder: image_layouts.Folder) -> List[str]:
+  """Beam globs of every file under a folder, at any depth, found on workers.
+
+  A 3-class image folder holds its images directly: one `<folder>/**`. A
+  binary split folder holds class folders, so the launcher lists its entries
+  (a few folders when the layout is kept) and each subfolder gets its own
+  `<sub>/**`, matched by its own worker; Beam's local match walks without
+  following symlinks below the folder it starts from, so this also keeps a
+  symlinked class folder listed. Files lying in the split folder itself
+  (quarantined later) are matched by `<folder>/*`.
+  """
+  top = glob_literal(folder.path.rstrip("/"))
+  if isinstance(folder, ImageFolder):
+    return [top + "/**"]
+  patterns, stray = [], False
+  for entry in sorted(e.rstrip("/") for e in tfx_fileio.listdir(folder.path)):
+    if tfx_fileio.isdir(os.path.join(folder.path, entry)):
+      patterns.append(f"{top}/{glob_literal(entry)}/**")
+    else:
+      stray = True
+  return patterns + [top + "/*"] if stray else patterns
 
 
 def _owner(folders: Sequence[image_layouts.Folder],
@@ -117,7 +139,11 @@ class _ForTask(beam.DoFn):
 
 
 class ListImages(beam.PTransform):
-  """PBegin -> every ImageRecord and Quarantined input of the folders."""
+  """PBegin -> every ImageRecord and Quarantined input of the folders.
+
+  Built on the launcher, which lists each binary split folder's entries
+  (folder_patterns); everything else is listed on the workers.
+  """
 
   def __init__(self, folders: Sequence[image_layouts.Folder], task: str):
     super().__init__()
@@ -130,7 +156,7 @@ class ListImages(beam.PTransform):
     matched = (
         pbegin
         | "FolderPatterns" >> beam.Create(
-            [folder_pattern(f) for f in self._folders])
+            [p for f in self._folders for p in folder_patterns(f)])
         | "MatchAll" >> beam_fileio.MatchAll()
         | "SortMatches" >> beam.ParDo(_SortMatches(self._folders))
         .with_outputs(_LISTED, main=_FILES))
