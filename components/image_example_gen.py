@@ -9,6 +9,11 @@ The data set's own train/test folders are kept. The eval split is carved from
 train by a stable hash of the patient id, never by image, because Kermany
 patients have several images and an image-level split leaks. A data set
 without a test folder gets its test split carved the same way.
+
+The launcher lists only the data set's top level (its folders and CSV
+names); the files are listed, the CSVs read and the split carved on the Beam
+workers (components/image_listing.py), so the submitted graph does not grow
+with the data set.
 """
 
 import csv
