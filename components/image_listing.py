@@ -59,7 +59,8 @@ def folder_patterns(folder: image_layouts.Folder) -> List[str]:
   `<sub>/**`, matched by its own worker; Beam's local match walks without
   following symlinks below the folder it starts from, so this also keeps a
   symlinked class folder listed. Files lying in the split folder itself
-  (quarantined later) are matched by `<folder>/*`.
+  (quarantined later) are matched by `<folder>/*`, which walks the split
+  folder a second time; only a data set with such files pays for it.
   """
   top = glob_literal(folder.path.rstrip("/"))
   if isinstance(folder, ImageFolder):
@@ -76,6 +77,9 @@ def folder_patterns(folder: image_layouts.Folder) -> List[str]:
 def _owner(folders: Sequence[image_layouts.Folder],
            path: str) -> image_layouts.Folder:
   found = [f for f in folders if path.startswith(f.path.rstrip("/") + "/")]
+  if not found:
+    raise ValueError(f"matched {path}, which is in none of the listed "
+                     f"folders {[f.path for f in folders]}")
   # Nested folders cannot happen in either layout; the deepest would win.
   return max(found, key=lambda f: len(f.path))
 
