@@ -9,14 +9,18 @@ The data set's own train/test folders are kept. The eval split is carved from
 train by a stable hash of the patient id, never by image, because Kermany
 patients have several images and an image-level split leaks. A data set
 without a test folder gets its test split carved the same way.
+
+The launcher lists only the data set's top level (its folders and CSV
+names); the files are listed, the CSVs read and the split carved on the Beam
+workers (components/image_listing.py), so the submitted graph does not grow
+with the data set.
 """
 
 import csv
-import hashlib
 import io
 import json
 import os
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from absl import logging
 import apache_beam as beam
@@ -36,12 +40,13 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from components import fingerprint_driver
 from components import image_examples
 from components import image_layouts
+from components import image_listing
 from schema import contract
 from schema import layout
 from schema import settings
 
 SPLITS = contract.SPLITS
-_METRICS_NAMESPACE = "ImageExampleGen"
+_METRICS_NAMESPACE = image_listing.METRICS_NAMESPACE
 # Salt of the patient hash that carves the eval split; another salt, another
 # split.
 DEFAULT_SPLIT_SALT = "cxr"
@@ -53,45 +58,26 @@ class ImageQuarantine(types.Artifact):
   TYPE_NAME = "cxr.ImageQuarantine"
 
 
-def _bucket(patient: str, salt: str) -> float:
-  """Stable position of a patient in [0, 100)."""
-  digest = hashlib.sha256(f"{salt}:{patient}".encode()).hexdigest()
-  return int(digest[:12], 16) / 16**12 * 100
-
-
-def carve_splits(records: List[image_layouts.ImageRecord], eval_percent: int,
-                 carve_test_percent: int, salt: str) -> List[tuple]:
-  """(record, output split) pairs; whole patients move together.
-
-  Test records keep their split. Train patients go to eval (and, when the
-  data set has no test folder, to test) by a stable hash of the patient id.
-  A small data set whose hash leaves a carved split empty gets the nearest
-  patient moved there, so every split has data while two patients remain.
-  """
-  patients = sorted({r.patient_id for r in records
-                     if r.split == contract.TRAIN},
-                    key=lambda p: (_bucket(p, salt), p))
-  ranges = {contract.EVAL: (0, eval_percent),
-            contract.TEST: (eval_percent, eval_percent + carve_test_percent)}
-  chosen = {}
-  for split, (low, high) in ranges.items():
-    if high == low:
-      continue
-    members = [p for p in patients if low <= _bucket(p, salt) < high]
-    rest = [p for p in patients if p not in chosen]
-    if not members and len(rest) > 2:
-      members = [min(rest, key=lambda p, low=low: (abs(_bucket(p, salt) - low),
-                                                   p))]
-    chosen.update({p: split for p in members})
-  return [(r, contract.TEST if r.split == contract.TEST
-           else chosen.get(r.patient_id, contract.TRAIN))
-          for r in records]
+# Kept here for callers of the component module; the rule lives in
+# image_layouts.
+carve_splits = image_layouts.carve_splits
 
 
 def _csv_line(path: str, reason: str) -> str:
   buf = io.StringIO()
   csv.writer(buf, lineterminator="").writerow([path, reason])
   return buf.getvalue()
+
+
+class _CsvLine(beam.DoFn):
+  """(path, reason) -> a quarantine.csv line, counted."""
+
+  def __init__(self):
+    self._quarantined = Metrics.counter(_METRICS_NAMESPACE, "quarantined")
+
+  def process(self, element):
+    self._quarantined.inc()
+    yield _csv_line(*element)
 
 
 class _ReadAndCheck(beam.DoFn):
@@ -130,14 +116,55 @@ def _counter(result, name: str) -> int:
   return int(sum(c.committed or 0 for c in found["counters"]))
 
 
+def build_pipeline(pipeline: beam.Pipeline,
+                   folders: Sequence[image_layouts.Folder], task: str,
+                   source: str, eval_percent: int, salt: str,
+                   examples: types.Artifact,
+                   quarantine: types.Artifact) -> None:
+  """Lists, carves, reads and checks on the workers; writes both outputs.
+
+  The graph holds the folders of image_layouts.plan_folders, never a file
+  path, so its size does not grow with the data set.
+  """
+  examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+  listed = (pipeline
+            | "ListOnWorkers" >> image_listing.ListImages(folders, task)
+            | "RecordOrQuarantined" >> beam.Partition(
+                lambda x, _: int(not isinstance(x, image_layouts.ImageRecord)),
+                2))
+  checked = (
+      listed[0]
+      | "CarveSplits" >> image_listing.CarveSplits(eval_percent, salt)
+      | "Spread" >> beam.Reshuffle()
+      | "ReadAndCheck" >> beam.ParDo(_ReadAndCheck(task, source))
+      .with_outputs(_ReadAndCheck.QUARANTINE, main="examples"))
+  by_split = checked.examples | "BySplit" >> beam.Partition(
+      lambda kv, _: SPLITS.index(kv[0]), len(SPLITS))
+  for split, pcoll in zip(SPLITS, by_split):
+    _ = (pcoll
+         | f"Serialized[{split}]" >> beam.Values()
+         | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+             os.path.join(artifact_utils.get_split_uri([examples], split),
+                          "data_tfrecord"),
+             file_name_suffix=".gz"))
+  _ = ((checked[_ReadAndCheck.QUARANTINE],
+        listed[1] | "ListedQuarantine" >> beam.Map(lambda q: (q.path,
+                                                               q.reason)))
+       | "AllQuarantined" >> beam.Flatten()
+       | "CsvLines" >> beam.ParDo(_CsvLine())
+       | "WriteQuarantine" >> beam.io.WriteToText(
+           os.path.join(quarantine.uri, layout.QUARANTINE_FILE),
+           shard_name_template="", header="path,reason"))
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
-  """Lists the data set, then reads and checks the images with Beam."""
+  """Finds the data set's folders, then lists, reads and checks with Beam."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     input_base = exec_properties["input_base"]
-    task = exec_properties["task"]
+    task = contract.check_task(exec_properties["task"])
     source = exec_properties["source"] or os.path.basename(
         os.path.normpath(input_base))
     eval_percent = int(exec_properties["eval_percent"])
@@ -145,51 +172,25 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     examples = artifact_utils.get_single_instance(output_dict["examples"])
     quarantine = artifact_utils.get_single_instance(output_dict["quarantine"])
 
-    data_layout, records, listed_bad, ignored = image_layouts.list_images(
-        input_base, task)
+    # The top level only: the files are listed on the Beam workers.
+    data_layout, folders, ignored = image_layouts.plan_folders(input_base)
     for path in ignored:
       logging.warning("ImageExampleGen: ignoring %s (not part of the %s "
                       "layout)", path, data_layout)
-    has_test = any(r.split == contract.TEST for r in records)
-    carve_test = 0 if has_test else eval_percent
-    if not has_test:
-      logging.warning("ImageExampleGen: %s has no test split; carving %d%% of "
-                      "patients for it", input_base, carve_test)
-    keyed = carve_splits(records, eval_percent, carve_test, salt)
 
-    examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     pipeline = self._make_beam_pipeline()
-    checked = (
-        pipeline
-        | "ListedImages" >> beam.Create(keyed)
-        | "Spread" >> beam.Reshuffle()
-        | "ReadAndCheck" >> beam.ParDo(_ReadAndCheck(task, source))
-        .with_outputs(_ReadAndCheck.QUARANTINE, main="examples"))
-    by_split = checked.examples | "BySplit" >> beam.Partition(
-        lambda kv, _: SPLITS.index(kv[0]), len(SPLITS))
-    for split, pcoll in zip(SPLITS, by_split):
-      _ = (pcoll
-           | f"Serialized[{split}]" >> beam.Values()
-           | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-               os.path.join(artifact_utils.get_split_uri([examples], split),
-                            "data_tfrecord"),
-               file_name_suffix=".gz"))
-    listed = [(q.path, q.reason) for q in listed_bad]
-    _ = ((checked[_ReadAndCheck.QUARANTINE],
-          pipeline | "ListedQuarantine" >> beam.Create(listed))
-         | "AllQuarantined" >> beam.Flatten()
-         | "CsvLines" >> beam.MapTuple(_csv_line)
-         | "WriteQuarantine" >> beam.io.WriteToText(
-             os.path.join(quarantine.uri, layout.QUARANTINE_FILE),
-             shard_name_template="", header="path,reason"))
+    build_pipeline(pipeline, folders, task, source, eval_percent, salt,
+                   examples, quarantine)
     result = pipeline.run()
     result.wait_until_finish()
 
+    if _counter(result, image_listing.TEST_CARVED):
+      logging.warning("ImageExampleGen: %s has no test split; carved %d%% of "
+                      "patients for it", input_base, eval_percent)
     counts = {s: _counter(result, f"ingested_{s}") for s in SPLITS}
     counts["ingested"] = sum(counts[s] for s in SPLITS)
-    counts["quarantined"] = len(listed) + _counter(result,
-                                                   "quarantined_on_read")
-    counts["seen"] = len(records) + len(listed_bad)
+    counts["quarantined"] = _counter(result, "quarantined")
+    counts["seen"] = _counter(result, image_listing.SEEN)
     logging.info("ImageExampleGen: %s (%s layout, task %s): %s", input_base,
                  data_layout, task, counts)
     if counts["seen"] != counts["ingested"] + counts["quarantined"]:

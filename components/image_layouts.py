@@ -7,18 +7,25 @@ Two Kaggle layouts are read:
 * 3-class: `{train,test}_images/*.jpeg` + `labels_{train,test}.csv` with
   `file_name,class_id` (0 normal, 1 bacterial, 2 viral).
 
-Listing is plain Python over TFX's `fileio` (local or gs://); what the files
-hold is checked later, in parallel, by the ingestion component. Anything that
-cannot be labelled here is returned as a quarantine entry with its reason, so
-a caller can account for every file it was given.
+The layout's folders are found by listing the data set's top level only
+(`plan_folders`); what each file or CSV row is comes from the pure rules
+here (`binary_file`, `labelled_file`, `for_task`...), applied either in this
+process (`list_images`, plain Python over TFX's `fileio`, local or gs://) or
+on Beam workers by the ingestion component (components/image_listing.py).
+Anything that cannot be labelled is a quarantine entry with its reason, so
+a caller can account for every file it was given. The eval split is carved
+from train by patient (`carve_patients`). What the files hold is checked
+later, in parallel, by the ingestion component.
 """
 
 import csv
 import dataclasses
+import hashlib
 import io
 import os
 import re
-from typing import Callable, List, Optional, Tuple
+from typing import (Dict, Iterable, Iterator, List, Optional, Sequence,
+                    Tuple, Union)
 
 from tfx.dsl.io import fileio
 
@@ -126,88 +133,179 @@ def detect_layout(root: str) -> str:
       f"layout); found: {sorted(entries) or 'an empty folder'}")
 
 
-def _list_binary(
-    root: str) -> Tuple[List[ImageRecord], List[Quarantined], List[str]]:
-  records, quarantined, ignored = [], [], []
-  for entry in _listdir(root):
-    path = os.path.join(root, entry)
-    if entry not in BINARY_SPLIT_DIRS or not fileio.isdir(path):
-      ignored.append(path)
-      continue
-    split = BINARY_SPLIT_DIRS[entry]
-    for file_path in _walk_files(path):
-      rel = os.path.relpath(file_path, path)
-      class_dir = rel.split(os.sep)[0] if os.sep in rel else None
-      name = os.path.basename(file_path)
-      if class_dir not in BINARY_CLASS_DIRS:
-        quarantined.append(Quarantined(
-            file_path, f"not inside a class folder {BINARY_CLASS_DIRS} of "
-            f"{entry}/"))
-        continue
-      diagnosis = (NORMAL if class_dir == "NORMAL"
-                   else diagnosis_from_file_name(name))
-      records.append(ImageRecord(file_path, split, diagnosis, name,
-                                 patient_id(name)))
-  return records, quarantined, ignored
+# --- The folders of a layout: found by listing the data set's top level only.
 
 
-def _list_multiclass(
-    root: str) -> Tuple[List[ImageRecord], List[Quarantined], List[str]]:
-  records, quarantined, ignored = [], [], []
+@dataclasses.dataclass(frozen=True)
+class SplitFolder:
+  """Binary layout: `train/`, `val/` or `test/`; every file under it counts."""
+  path: str
+  entry: str  # its name in the data set folder, a key of BINARY_SPLIT_DIRS
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolder:
+  """3-class layout: `<split>_images/` and the CSV that labels its files."""
+  path: str
+  split: str  # the folder's own split name: train, test, val...
+  csv_name: str
+  csv_path: Optional[str]  # None when the data set has no such CSV
+
+  def label_path(self, name: str) -> str:
+    """The file a CSV row's file_name names."""
+    return os.path.join(self.path, name)
+
+
+Folder = Union[SplitFolder, ImageFolder]
+Listed = Union[ImageRecord, Quarantined]
+
+
+def _check_csv_header(csv_path: str) -> None:
+  with fileio.open(csv_path, "rb") as f:
+    first = f.readline().decode("utf-8-sig")
+  fieldnames = next(csv.reader([first]), None)
+  if not fieldnames or not {"file_name", "class_id"} <= set(fieldnames):
+    raise ValueError(f"{csv_path} must have the columns file_name,class_id; "
+                     f"found {fieldnames}")
+
+
+def plan_folders(root: str) -> Tuple[str, List[Folder], List[str]]:
+  """(layout, folders whose files to list, ignored top entries) of a data set.
+
+  Lists the data set's top level only (O(folders), not O(files)), and reads
+  the header line of each labels CSV, so a malformed CSV fails here.
+  """
+  layout = detect_layout(root)
   entries = _listdir(root)
+  folders: List[Folder] = []
   used = set()
   for entry in entries:
-    image_dir = os.path.join(root, entry)
-    if not (entry.endswith("_images") and fileio.isdir(image_dir)):
-      continue
-    split = entry[:-len("_images")]
-    csv_name = f"labels_{split}.csv"
-    used.update((entry, csv_name))
-    files = set(_walk_files(image_dir))
-    if csv_name not in entries:
-      quarantined.extend(Quarantined(p, f"no {csv_name} to label it")
-                         for p in sorted(files))
-      continue
-    labelled = set()
-    csv_path = os.path.join(root, csv_name)
-    rows = csv.DictReader(io.StringIO(_read_text(csv_path)))
-    if not rows.fieldnames or not {"file_name", "class_id"} <= set(
-        rows.fieldnames):
-      raise ValueError(f"{csv_path} must have the columns file_name,class_id; "
-                       f"found {rows.fieldnames}")
-    for line_no, row in enumerate(rows, start=2):
-      name = (row["file_name"] or "").strip()
-      where = f"{csv_name} line {line_no}"
-      path = os.path.join(image_dir, name)
-      if not name:
-        quarantined.append(Quarantined(f"{csv_path}:{line_no}",
-                                       f"{where}: empty file_name"))
-        continue
-      if path in labelled:
-        quarantined.append(Quarantined(
-            f"{csv_path}:{line_no}", f"{where}: {name} is labelled twice; "
-            "the first label is kept"))
-        continue
-      if path not in files:
-        quarantined.append(Quarantined(
-            path, f"{where} names a file that does not exist"))
-        continue
-      labelled.add(path)
-      try:
-        diagnosis = CSV_CLASS_IDS[int((row["class_id"] or "").strip())]
-      except (KeyError, ValueError):
-        quarantined.append(Quarantined(
-            path, f"{where}: unknown class_id {row['class_id']!r} "
-            f"(expected one of {sorted(CSV_CLASS_IDS)})"))
-        continue
-      # The data set may be split as train/test, or val for validation.
-      own_split = contract.TEST if split == "test" else contract.TRAIN
-      records.append(ImageRecord(path, own_split, diagnosis,
-                                 os.path.basename(name), patient_id(name)))
-    quarantined.extend(Quarantined(p, f"not listed in {csv_name}")
-                       for p in sorted(files - labelled))
+    path = os.path.join(root, entry)
+    if layout == BINARY_LAYOUT:
+      if entry in BINARY_SPLIT_DIRS and fileio.isdir(path):
+        folders.append(SplitFolder(path, entry))
+        used.add(entry)
+    elif entry.endswith("_images") and fileio.isdir(path):
+      split = entry[:-len("_images")]
+      csv_name = f"labels_{split}.csv"
+      csv_path = os.path.join(root, csv_name) if csv_name in entries else None
+      if csv_path:
+        _check_csv_header(csv_path)
+      folders.append(ImageFolder(path, split, csv_name, csv_path))
+      used.update((entry, csv_name))
   ignored = [os.path.join(root, e) for e in entries if e not in used]
-  return records, quarantined, ignored
+  return layout, folders, ignored
+
+
+# --- The per-file rules, used by the launcher-side listing below and by the
+# worker-side listing (components/image_listing.py) alike.
+
+
+def binary_file(folder: SplitFolder, file_path: str) -> Listed:
+  """What a file found under a binary-layout split folder is."""
+  rel = os.path.relpath(file_path, folder.path)
+  class_dir = rel.split(os.sep)[0] if os.sep in rel else None
+  name = os.path.basename(file_path)
+  if class_dir not in BINARY_CLASS_DIRS:
+    return Quarantined(file_path, f"not inside a class folder "
+                       f"{BINARY_CLASS_DIRS} of {folder.entry}/")
+  diagnosis = (NORMAL if class_dir == "NORMAL"
+               else diagnosis_from_file_name(name))
+  return ImageRecord(file_path, BINARY_SPLIT_DIRS[folder.entry], diagnosis,
+                     name, patient_id(name))
+
+
+def unlabelled_file(folder: ImageFolder, file_path: str) -> Quarantined:
+  """A file of a 3-class image folder that has no labels CSV at all."""
+  return Quarantined(file_path, f"no {folder.csv_name} to label it")
+
+
+def empty_csv_row(folder: ImageFolder, line_no: int) -> Quarantined:
+  return Quarantined(f"{folder.csv_path}:{line_no}",
+                     f"{folder.csv_name} line {line_no}: empty file_name")
+
+
+def csv_rows(folder: ImageFolder, text: Iterable[str]
+             ) -> Iterator[Tuple[int, str, Optional[str]]]:
+  """(line number, file_name, class_id) of a labels CSV's rows."""
+  rows = csv.DictReader(text)
+  if not rows.fieldnames or not {"file_name", "class_id"} <= set(
+      rows.fieldnames):
+    raise ValueError(f"{folder.csv_path} must have the columns "
+                     f"file_name,class_id; found {rows.fieldnames}")
+  for line_no, row in enumerate(rows, start=2):
+    yield line_no, (row["file_name"] or "").strip(), row["class_id"]
+
+
+def labelled_file(folder: ImageFolder, path: str, exists: bool,
+                  rows: List[Tuple[int, str, Optional[str]]]) -> List[Listed]:
+  """What one path of a 3-class image folder is, given the CSV rows naming it.
+
+  rows: (line number, file_name, class_id) of every row whose file_name
+  names `path`. The first row labels the file; later rows are duplicates;
+  rows naming a file that is not there are quarantined each.
+  """
+  if not rows:
+    return ([Quarantined(path, f"not listed in {folder.csv_name}")]
+            if exists else [])
+  rows = sorted(rows)
+  if not exists:
+    return [Quarantined(path, f"{folder.csv_name} line {line_no} names a "
+                        "file that does not exist")
+            for line_no, _, _ in rows]
+  (line_no, name, class_id), *again = rows
+  out: List[Listed] = [
+      Quarantined(f"{folder.csv_path}:{n}", f"{folder.csv_name} line {n}: "
+                  f"{dup} is labelled twice; the first label is kept")
+      for n, dup, _ in again]
+  try:
+    diagnosis = CSV_CLASS_IDS[int((class_id or "").strip())]
+  except (KeyError, ValueError):
+    out.append(Quarantined(
+        path, f"{folder.csv_name} line {line_no}: unknown class_id "
+        f"{class_id!r} (expected one of {sorted(CSV_CLASS_IDS)})"))
+    return out
+  # The data set may be split as train/test, or val for validation.
+  own_split = contract.TEST if folder.split == "test" else contract.TRAIN
+  out.append(ImageRecord(path, own_split, diagnosis, os.path.basename(name),
+                         patient_id(name)))
+  return out
+
+
+def for_task(listed: Listed, task: str) -> Listed:
+  """A record whose diagnosis the task cannot use becomes a quarantine."""
+  if (isinstance(listed, ImageRecord)
+      and label_for_task(listed.diagnosis, task) is None):
+    return Quarantined(
+        listed.path, "the 3-class task needs bacterial or viral, and the "
+        "file name says neither (expected personN_bacteria_M or "
+        "personN_virus_M)")
+  return listed
+
+
+# --- Launcher-side listing: every file, in this process.
+
+
+def _list_folder(folder: Folder) -> List[Listed]:
+  files = _walk_files(folder.path)
+  if isinstance(folder, SplitFolder):
+    return [binary_file(folder, p) for p in files]
+  if folder.csv_path is None:
+    return [unlabelled_file(folder, p) for p in files]
+  out: List[Listed] = []
+  naming: Dict[str, List[Tuple[int, str, Optional[str]]]] = {}
+  for line_no, name, class_id in csv_rows(
+      folder, io.StringIO(_read_text(folder.csv_path))):
+    if not name:
+      out.append(empty_csv_row(folder, line_no))
+    else:
+      naming.setdefault(folder.label_path(name), []).append(
+          (line_no, name, class_id))
+  existing = set(files)
+  for path in sorted(existing | set(naming)):
+    out.extend(labelled_file(folder, path, path in existing,
+                             naming.get(path, [])))
+  return out
 
 
 def list_images(root: str, task: str
@@ -215,22 +313,70 @@ def list_images(root: str, task: str
                            List[str]]:
   """Lists a data set: (layout, records, quarantined, ignored top entries).
 
-  Records whose diagnosis the task cannot use (a binary-layout pneumonia
-  file without bacteria/virus in its name, for the 3-class task) are
-  quarantined with the reason.
+  Every file is listed here, in this process; the ingestion component lists
+  on its Beam workers instead (components/image_listing.py), with the same
+  rules. Records whose diagnosis the task cannot use (a binary-layout
+  pneumonia file without bacteria/virus in its name, for the 3-class task)
+  are quarantined with the reason.
   """
   contract.check_task(task)
-  layout = detect_layout(root)
-  lister: Callable = (_list_binary if layout == BINARY_LAYOUT
-                      else _list_multiclass)
-  records, quarantined, ignored = lister(root)
-  usable = []
-  for record in records:
-    if label_for_task(record.diagnosis, task) is None:
-      quarantined.append(Quarantined(
-          record.path, "the 3-class task needs bacterial or viral, and the "
-          "file name says neither (expected personN_bacteria_M or "
-          "personN_virus_M)"))
-    else:
-      usable.append(record)
-  return layout, usable, quarantined, ignored
+  layout, folders, ignored = plan_folders(root)
+  records, quarantined = [], []
+  for folder in folders:
+    for listed in _list_folder(folder):
+      listed = for_task(listed, task)
+      (records if isinstance(listed, ImageRecord) else quarantined).append(
+          listed)
+  return layout, records, quarantined, ignored
+
+
+# --- The eval (and, without a test folder, test) split: carved by patient.
+
+
+def _bucket(patient: str, salt: str) -> float:
+  """Stable position of a patient in [0, 100)."""
+  digest = hashlib.sha256(f"{salt}:{patient}".encode()).hexdigest()
+  return int(digest[:12], 16) / 16**12 * 100
+
+
+def carve_patients(train_patients: Iterable[str], eval_percent: int,
+                   carve_test_percent: int, salt: str) -> Dict[str, str]:
+  """{patient: eval or test} for the train patients carved out of train.
+
+  By a stable hash of the patient id. A small data set whose hash leaves a
+  carved split empty gets the nearest patient moved there, so every split
+  has data while two patients remain. Patients not in the answer stay train.
+  """
+  patients = sorted(set(train_patients), key=lambda p: (_bucket(p, salt), p))
+  ranges = {contract.EVAL: (0, eval_percent),
+            contract.TEST: (eval_percent, eval_percent + carve_test_percent)}
+  chosen = {}
+  for split, (low, high) in ranges.items():
+    if high == low:
+      continue
+    members = [p for p in patients if low <= _bucket(p, salt) < high]
+    rest = [p for p in patients if p not in chosen]
+    if not members and len(rest) > 2:
+      members = [min(rest, key=lambda p, low=low: (abs(_bucket(p, salt) - low),
+                                                   p))]
+    chosen.update({p: split for p in members})
+  return chosen
+
+
+def split_of(record: ImageRecord, carved: Dict[str, str]) -> str:
+  """The output split of a record, given carve_patients's answer."""
+  return (contract.TEST if record.split == contract.TEST
+          else carved.get(record.patient_id, contract.TRAIN))
+
+
+def carve_splits(records: Sequence[ImageRecord], eval_percent: int,
+                 carve_test_percent: int, salt: str) -> List[tuple]:
+  """(record, output split) pairs; whole patients move together.
+
+  Test records keep their split; train patients are carved as
+  carve_patients says.
+  """
+  carved = carve_patients(
+      (r.patient_id for r in records if r.split == contract.TRAIN),
+      eval_percent, carve_test_percent, salt)
+  return [(r, split_of(r, carved)) for r in records]
