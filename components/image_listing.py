@@ -23,6 +23,7 @@ What each file or row is, is decided by the pure rules of image_layouts,
 one place for each rule. Every listed input increments the `seen` counter.
 """
 
+import itertools
 import os
 from typing import Dict, Iterable, List, Sequence, Tuple
 
@@ -84,6 +85,46 @@ def _owner(folders: Sequence[image_layouts.Folder],
   return max(found, key=lambda f: len(f.path))
 
 
+def is_local(path: str) -> bool:
+  """Whether a path is on this machine's filesystem (no URL scheme)."""
+  return "://" not in path
+
+
+SYMLINK_REASON = ("symbolic link to {target}: not followed, so that no image "
+                  "is read from outside its folder or twice")
+
+
+class _QuarantineLinks(beam.DoFn):
+  """A local folder -> a quarantine entry for every symbolic link below it.
+
+  Beam's local match walks without following folder links and silently
+  drops dangling file links, so neither would be seen or accounted for; a
+  followed link could bring in images from outside the data set, or a test
+  image into training. Every link below a layout folder is therefore
+  quarantined, named with its target, and the match's copy of a file link
+  is dropped (_SortMatches). Object stores (gs://) have no links.
+  """
+
+  def process(self, folder: image_layouts.Folder):
+    roots, loose = [folder.path], []
+    if isinstance(folder, SplitFolder):
+      # Its class folders may be links themselves (kept on another disk),
+      # listed as layout folders by folder_patterns: only what lies below
+      # them counts.
+      entries = [os.path.join(folder.path, e)
+                 for e in sorted(os.listdir(folder.path))]
+      roots = [e for e in entries if os.path.isdir(e)]
+      loose = [e for e in entries if not os.path.isdir(e)]
+    below = (os.path.join(dirpath, name)
+             for root in roots
+             for dirpath, dirs, files in os.walk(root, followlinks=False)
+             for name in sorted(dirs + files))
+    for path in itertools.chain(loose, below):
+      if os.path.islink(path):
+        yield image_layouts.Quarantined(
+            path, SYMLINK_REASON.format(target=os.readlink(path)))
+
+
 class _SortMatches(beam.DoFn):
   """A matched file -> a listed input, or a key for the CSV join."""
 
@@ -94,6 +135,9 @@ class _SortMatches(beam.DoFn):
     path = metadata.path
     # GCS "folder" placeholder objects, which a walk does not list as files.
     if path.endswith("/"):
+      return
+    # Quarantined by _QuarantineLinks, which sees every link.
+    if is_local(path) and os.path.islink(path):
       return
     folder = _owner(self._folders, path)
     if isinstance(folder, SplitFolder):
@@ -173,7 +217,12 @@ class ListImages(beam.PTransform):
         {_FILES: matched[_FILES], _ROWS: rows[_ROWS]}
         | "JoinCsvByPath" >> beam.CoGroupByKey()
         | "Judge" >> beam.FlatMap(_judge, {f.path: f for f in labelled}))
-    return ((matched[_LISTED], rows[_LISTED], joined)
+    links = (
+        pbegin
+        | "LocalFolders" >> beam.Create(
+            [f for f in self._folders if is_local(f.path)])
+        | "QuarantineLinks" >> beam.ParDo(_QuarantineLinks()))
+    return ((matched[_LISTED], rows[_LISTED], joined, links)
             | "AllListed" >> beam.Flatten()
             | "ForTask" >> beam.ParDo(_ForTask(self._task)))
 

@@ -131,6 +131,25 @@ def fingerprint(root: str) -> Optional[str]:
   tell. None when the folder is gone or its files move during the walk.
   """
   digest = hashlib.sha256()
+  if "://" not in root:
+    # On a local disk a link is hashed as what it names, not followed:
+    # TensorFlow's walk follows folder links (a loop repeats files dozens
+    # of times) and a dangling link cannot be stat'ed. Ingestion quarantines
+    # links the same way.
+    try:
+      for dirpath, dirs, files in sorted(os.walk(root, followlinks=False)):
+        for name in sorted(dirs + files):
+          path = os.path.join(dirpath, name)
+          relative = os.path.relpath(path, root)
+          if os.path.islink(path):
+            digest.update(f"{relative}\0->{os.readlink(path)}\n".encode())
+          elif name in files:
+            stat = os.stat(path)
+            digest.update(f"{relative}\0{stat.st_size}\0"
+                          f"{stat.st_mtime_ns}\n".encode())
+    except FileNotFoundError:
+      return None
+    return digest.hexdigest() if os.path.isdir(root) else None
   try:
     for dirpath, _, names in sorted(fileio.walk(root)):
       for name in sorted(names):

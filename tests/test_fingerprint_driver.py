@@ -98,3 +98,20 @@ def test_a_changed_folder_is_ingested_again_an_unchanged_one_is_cached(
   _add_image(data)
   after = _ingest(str(data), tmp_path)
   assert len(after) == 2, after
+
+
+def test_links_are_fingerprinted_as_what_they_name_not_followed(tmp_path):
+  data = tmp_path / "data"
+  synthetic.generate(str(data), n=8, size=64, seed=3)
+  plain = layout.fingerprint(str(data))
+  folder = os.path.dirname(sorted(glob.glob(str(data / "train" / "*" /
+                                                 "*")))[0])
+  os.symlink(str(tmp_path / "gone.png"), os.path.join(folder, "dangling.png"))
+  os.symlink("..", os.path.join(folder, "up"))  # a loop
+  with_links = layout.fingerprint(str(data))
+  assert with_links not in (None, plain)
+  assert layout.fingerprint(str(data)) == with_links
+  os.remove(os.path.join(folder, "dangling.png"))
+  os.symlink(str(tmp_path / "other.png"), os.path.join(folder, "dangling.png"))
+  assert layout.fingerprint(str(data)) not in (with_links, plain)
+  assert layout.fingerprint(str(tmp_path / "gone")) is None

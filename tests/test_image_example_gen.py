@@ -15,6 +15,7 @@ from tfx.types import standard_artifacts
 from components import image_example_gen
 from components import image_layouts
 from schema import layout
+from tests import test_pixel_limit
 
 
 def run_executor(data_dir, out_dir, task, eval_percent=25,
@@ -161,6 +162,17 @@ def salted_binary(real_binary_subset, tmp_path):
   }
   for path, data in bad.items():
     path.write_bytes(data)
+  # A decompression bomb (a small PNG declaring 400 million pixels) and
+  # links: dangling, a loop, and one bringing a test image into training.
+  huge = normal / "huge.png"
+  huge.write_bytes(test_pixel_limit._png_declaring(20_000, 20_000))
+  test_image = sorted((root / "test" / "NORMAL").iterdir())[0]
+  links = {normal / "dangling.jpeg": str(tmp_path / "gone.jpeg"),
+           normal / "up": "..",
+           normal / "leak.jpeg": os.path.relpath(test_image, normal)}
+  for path, target in links.items():
+    os.symlink(target, path)
+  bad = {**bad, huge: None, **links}
   # Good non-standard inputs that must be ingested: a PNG and an RGB JPEG.
   (normal / "IM-9001-0001.png").write_bytes(_png())
   (root / "test" / "PNEUMONIA" / "person9001_virus_1.jpeg").write_bytes(
@@ -182,6 +194,9 @@ def test_bad_files_are_quarantined(salted_binary, tmp_path):
   assert "corrupt" in reasons["corrupt.png"]
   assert "not a JPEG or PNG" in reasons["scan.bmp"]
   assert "class folder" in reasons["stray.jpeg"]
+  assert "more than 50000000 pixels" in reasons["huge.png"]
+  for link in ("dangling.jpeg", "up", "leak.jpeg"):
+    assert reasons[link].startswith("symbolic link to "), reasons[link]
   ingested = {e["file_name"].decode(): e
               for e in sum(all_examples(examples).values(), [])}
   assert ingested["IM-9001-0001.png"]["channels"] == 3
