@@ -178,6 +178,11 @@ class ServeSettings:
       2**31 - 1, "largest request accepted, as TF Serving's 2 GiB by "
       "default; larger ones get RESOURCE_EXHAUSTED")
 
+  rest_timeout_seconds: float = setting(
+      30.0, "REST: seconds a connection may take for its TLS handshake or "
+      "stay silent while sending a request")
+  max_connections: int = setting(
+      64, "REST: connections open at once; more are closed at once")
   max_batch: int = setting(
       256, "most images (or values along any open dimension) in one "
       "request; more get INVALID_ARGUMENT")
@@ -188,6 +193,9 @@ class ServeSettings:
 
   def __post_init__(self):
     _check(self.max_batch >= 1, "max_batch must be at least 1")
+    _check(self.rest_timeout_seconds > 0, "rest_timeout_seconds must be "
+           "positive")
+    _check(self.max_connections >= 1, "max_connections must be at least 1")
     _check(self.max_input_bytes >= 1, "max_input_bytes must be positive")
     for name in ("port", "rest_port"):
       value = getattr(self, name)

@@ -6,11 +6,13 @@ status. Binary values travel as {"b64": "..."}, both ways.
 """
 
 import base64
+import binascii
 import http.server
 import json
 import re
 import socket
 import ssl
+import sys
 import threading
 import urllib.parse
 
@@ -32,15 +34,26 @@ _HTTP_STATUS = {Code.INVALID_ARGUMENT: 400, Code.FAILED_PRECONDITION: 400,
                 Code.NOT_FOUND: 404, Code.RESOURCE_EXHAUSTED: 429}
 
 
+_MAX_VERSION = 2**63 - 1  # an int64, as the ModelSpec holds it
+
+
 def _model_spec(match, model_spec) -> None:
   model_spec.name = match.group(1)
   if match.group(2):
-    model_spec.version.value = int(match.group(2))
+    version = int(match.group(2))
+    if version > _MAX_VERSION:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         f"version {match.group(2)} is not an int64")
+    model_spec.version.value = version
 
 
 def _from_json(value):
   if isinstance(value, dict) and set(value) == {"b64"}:
-    return base64.b64decode(value["b64"])
+    try:
+      return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, TypeError) as e:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         f"malformed base64 value: {e}") from e
   return [_from_json(v) for v in value] if isinstance(value, list) else value
 
 
@@ -66,6 +79,9 @@ def predict_request(repository: ModelRepository, path: str, body: bytes
     document = json.loads(body)
     instances = document["instances"]
     signature_name = document.get("signature_name", "")
+  except RecursionError as e:
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       "JSON nested too deeply") from e
   except (ValueError, KeyError, TypeError, AttributeError):
     instances = signature_name = None
   if not isinstance(instances, list) or not isinstance(signature_name, str):
@@ -125,18 +141,34 @@ def status(repository: ModelRepository, path: str) -> dict:
       preserving_proto_field_name=True)
 
 
-def handler(repository: ModelRepository, max_body_bytes: int):
+def content_length(header, max_body_bytes: int) -> int:
+  """The body's length from its Content-Length header, checked: the body
+  is read by it, never to the end of the stream."""
+  if header is None:
+    raise ServingError(Code.INVALID_ARGUMENT, "Content-Length required")
+  if not header.strip().isdigit():
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       f"malformed Content-Length: {header[:40]!r}")
+  length = int(header)
+  if length > max_body_bytes:
+    raise ServingError(Code.RESOURCE_EXHAUSTED, f"request of {length} "
+                       f"bytes, more than {max_body_bytes}")
+  return length
+
+
+def handler(repository: ModelRepository, settings: ServeSettings):
   """The request handler class of an HTTP server over repository."""
 
   class Handler(http.server.BaseHTTPRequestHandler):
     """POST :predict and GET model status, answered as JSON."""
 
+    # Seconds a client may pause while sending a request (socket timeout).
+    timeout = settings.rest_timeout_seconds
+
     def do_POST(self):  # pylint: disable=invalid-name
       def call():
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > max_body_bytes:
-          raise ServingError(Code.RESOURCE_EXHAUSTED, f"request of {length} "
-                             f"bytes, more than {max_body_bytes}")
+        length = content_length(self.headers.get("Content-Length"),
+                                settings.max_message_bytes)
         return predict(repository, self._path(), self.rfile.read(length))
       self._send(call)
 
@@ -151,9 +183,10 @@ def handler(repository: ModelRepository, max_body_bytes: int):
         code, body = 200, call()
       except ServingError as e:
         code, body = _HTTP_STATUS.get(e.code, 500), {"error": e.message}
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception:  # pylint: disable=broad-except
+        # The details stay in the server's log.
         logging.exception("REST %s %s failed", self.command, self.path)
-        code, body = 500, {"error": f"{type(e).__name__}: {e}"}
+        code, body = 500, {"error": "internal error; see the server's log"}
       data = json.dumps(body).encode("utf-8")
       self.send_response(code)
       self.send_header("Content-Type", "application/json")
@@ -168,7 +201,47 @@ def handler(repository: ModelRepository, max_body_bytes: int):
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
+  """One thread per connection, at most max_connections at once; TLS
+  handshakes run in the connection's thread, under its timeout, so one
+  silent client cannot hold up the others."""
   daemon_threads = True
+  tls_context = None
+  timeout_seconds = None
+  connections = None  # a BoundedSemaphore of the connections allowed
+
+  def process_request(self, request, client_address):
+    if not self.connections.acquire(blocking=False):
+      logging.warning("REST: %d connections open; refusing %s",
+                      self.max_connections, client_address[0])
+      self.shutdown_request(request)
+      return
+    try:
+      super().process_request(request, client_address)
+    except BaseException:
+      self.connections.release()
+      raise
+
+  def process_request_thread(self, request, client_address):
+    try:
+      super().process_request_thread(request, client_address)
+    finally:
+      self.connections.release()
+
+  def finish_request(self, request, client_address):
+    request.settimeout(self.timeout_seconds)
+    if self.tls_context is None:
+      super().finish_request(request, client_address)
+      return
+    with self.tls_context.wrap_socket(request, server_side=True) as tls:
+      super().finish_request(tls, client_address)
+
+  def handle_error(self, request, client_address):
+    error = sys.exc_info()[1]
+    if isinstance(error, (ConnectionError, TimeoutError, ssl.SSLError)):
+      # A client that went away, stalled or spoke no TLS: not our fault.
+      logging.debug("REST: %s: %s", client_address[0], error)
+      return
+    logging.exception("REST: connection from %s failed", client_address[0])
 
 
 class _HTTP6Server(_HTTPServer):
@@ -185,12 +258,15 @@ def serve(repository: ModelRepository, settings: ServeSettings
   """
   server_class = _HTTP6Server if ":" in settings.host else _HTTPServer
   server = server_class((settings.host, settings.rest_port),
-                        handler(repository, settings.max_message_bytes))
+                        handler(repository, settings))
+  server.timeout_seconds = settings.rest_timeout_seconds
+  server.max_connections = settings.max_connections
+  server.connections = threading.BoundedSemaphore(settings.max_connections)
   try:
     if settings.tls_cert:
       context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
       context.load_cert_chain(settings.tls_cert, settings.tls_key)
-      server.socket = context.wrap_socket(server.socket, server_side=True)
+      server.tls_context = context
   except BaseException:
     server.server_close()
     raise
