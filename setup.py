@@ -26,6 +26,7 @@ setuptools.setup(
         "matplotlib",
         "numpy",
     ],
-    extras_require={"test": ["pytest", "PyYAML"]},  # YAML: k8s manifests
+    # YAML: k8s manifests; pytest-timeout: no test can hang the suite.
+    extras_require={"test": ["pytest", "pytest-timeout", "PyYAML"]},
     entry_points={"console_scripts": ["cxr = cxr.cli:main"]},
 )
