@@ -26,7 +26,7 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   data, held_back = str(tmp_path / "data"), str(tmp_path / "held_back")
   synthetic.generate(data, n=300, size=96, seed=11)
   # Images the pipeline never sees: other patients, another seed.
-  synthetic.generate(held_back, n=24, size=96, seed=12345)
+  synthetic.generate(held_back, n=80, size=96, seed=12345)
   out = str(tmp_path / "out")
 
   runner.run(data, "binary", out, RUN, TRAINING, GATES)
@@ -42,9 +42,14 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   assert overall["example_count"] == result.image_counts["test"]
   assert overall["binary_accuracy"] >= GATES.min_accuracy
   assert overall["auc"] >= GATES.min_auc
-  for metric in ("loss", "precision", "recall", "specificity"):
-    assert 0.0 <= overall[metric] <= 10.0, metric
+  assert 0.0 < overall["loss"] < float("inf")
+  # Sensitivity and specificity are the accuracies of the label slices.
   assert {"label:0", "label:1"} <= set(cnn.metrics)
+  assert abs(overall["recall"] - cnn.metrics["label:1"][
+      "binary_accuracy"]) < 1e-4
+  assert abs(overall["specificity"] - cnn.metrics["label:0"][
+      "binary_accuracy"]) < 1e-4
+  assert 0.0 <= overall["precision"] <= 1.0
   assert cnn.blessed is True and cnn.failed_thresholds == []
 
   # The Trainer kept its history: one value per epoch for each metric.
@@ -72,8 +77,15 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   assert {contract.SERVING_DEFAULT, contract.TF_EXAMPLE} <= set(
       loaded.signatures)
 
-  files = sorted(glob.glob(os.path.join(held_back, "*", "*", "*.jpeg")))
-  truth = np.array([0 if "/NORMAL/" in f else 1 for f in files])
+  # As many normal as pneumonia images, so a model that calls one class
+  # for everything fails.
+  by_class = [sorted(glob.glob(os.path.join(held_back, "*", folder,
+                                            "*.jpeg")))
+              for folder in ("NORMAL", "PNEUMONIA")]
+  per_class = min(len(f) for f in by_class)
+  assert per_class >= 8, [len(f) for f in by_class]
+  files = by_class[0][:per_class] + by_class[1][:per_class]
+  truth = np.array([0] * per_class + [1] * per_class)
   encoded = []
   for f in files:
     with open(f, "rb") as fh:
@@ -86,7 +98,9 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   predicted = outputs["class_id"].numpy()
   names = [n.decode() for n in outputs["class_name"].numpy()]
   assert names == [("normal", "pneumonia")[i] for i in predicted]
-  assert (predicted == truth).mean() >= 0.8, (predicted, truth)
+  recalls = [(predicted[truth == c] == c).mean() for c in (0, 1)]
+  assert min(recalls) >= 0.5 and np.mean(recalls) >= 0.75, (recalls,
+                                                             predicted)
 
   # The tf.Example signature (TFMA, InfraValidator) agrees with it.
   examples = [tf.train.Example(features=tf.train.Features(feature={

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from components import trainer
 from cxr import cli
 from pipeline import report
 from pipeline import summary
@@ -145,7 +146,8 @@ def test_main_table_holds_the_summary_test_accuracy(built):
 def test_cost_and_slice_tables(built):
   page = built["page"]
   cost = _row(page.tables["cost-binary"], built["model"])
-  assert cost["device"] == "CPU"
+  # The device the Trainer had ("CPU", or "1 x GPU (name)" on a GPU).
+  assert cost["device"] == trainer.device_name()
   assert int(cost["epochs"]) > 0
   assert float(cost["training s (epochs)"]) > 0
   slices = page.tables[f"slices-binary-{built['model']}"]
