@@ -148,3 +148,20 @@ def test_a_silent_tls_client_does_not_block_others(model_base, tmp_path):
       assert time.monotonic() - start < TIMEOUT
   finally:
     handle.stop()
+
+
+@pytest.mark.parametrize("host,loopback", [
+    ("127.0.0.1", True), ("::1", True), ("localhost", True),
+    ("0.0.0.0", False), ("::", False), ("10.1.2.3", False),
+    ("xray-server", False)])
+def test_listening_beyond_loopback_is_recognised(host, loopback):
+  # start_server warns when it serves such an address without TLS.
+  assert server.is_loopback(host) is loopback
+
+
+def test_serving_every_interface_without_tls_warns(model_base, caplog):
+  handle = server.start_server(model_base, ServeSettings(
+      host="0.0.0.0", port=0, poll_seconds=POLL))
+  handle.stop()
+  assert any("without TLS" in r.getMessage() and r.levelname == "WARNING"
+             for r in caplog.records)

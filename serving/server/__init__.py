@@ -29,6 +29,7 @@ labels, server-side batching.
 
 import dataclasses
 import http.server
+import ipaddress
 from typing import Optional
 
 from absl import logging
@@ -115,11 +116,27 @@ def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
       handle.stop(grace=0)
       raise _bind_error(settings, e) from e
     handle.rest_port = handle.http_server.server_address[1]
+  if not settings.tls_cert and not is_loopback(settings.host):
+    logging.warning(
+        "serving on %s without TLS and without authentication: anyone who "
+        "can reach the port can call the models; use --tls-cert/--tls-key "
+        "and a proxy that authenticates, or --host 127.0.0.1",
+        settings.host)
   logging.info("serving %s: gRPC at %s%s%s", model_base,
                grpc_api.host_port(settings.host, handle.port),
                f", REST on port {handle.rest_port}" if handle.rest_port
                else "", " (TLS)" if settings.tls_cert else "")
   return handle
+
+
+def is_loopback(host: str) -> bool:
+  """Whether an address to listen on is this machine's loopback only."""
+  if host == "localhost":
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:  # a host name: it may resolve to anything
+    return False
 
 
 def _bind_error(settings: ServeSettings, error: Exception) -> OSError:
