@@ -127,6 +127,17 @@ def test_cxr_predict_one_line_per_image(served, tmp_path, capsys):
   assert "not a JPEG or PNG image" in err
 
 
+def test_cxr_predict_against_an_unknown_model(served, tmp_path, capsys):
+  image = tmp_path / "xray.png"
+  image.write_bytes(png(40, 50))
+  code = cli.main(["predict", str(image), "--server", served.address,
+                   "--model", "no_such_model"])
+  out, err = capsys.readouterr()
+  assert code == 1 and out == ""
+  assert "model 'no_such_model' not found" in err
+  assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 def test_cxr_predict_without_a_server(tmp_path, capsys):
   image = tmp_path / "xray.png"
   image.write_bytes(png(40, 50))
