@@ -46,6 +46,7 @@ from schema import layout
 from schema import settings
 
 SPLITS = contract.SPLITS
+RESCALED = layout.RESCALED_COUNT  # counter and count
 _METRICS_NAMESPACE = image_listing.METRICS_NAMESPACE
 # Salt of the patient hash that carves the eval split; another salt, another
 # split.
@@ -91,6 +92,7 @@ class _ReadAndCheck(beam.DoFn):
     self._ingested = {s: Metrics.counter(_METRICS_NAMESPACE, f"ingested_{s}")
                       for s in SPLITS}
     self._bad = Metrics.counter(_METRICS_NAMESPACE, "quarantined_on_read")
+    self._rescaled = Metrics.counter(_METRICS_NAMESPACE, RESCALED)
 
   def process(self, element):
     record, split = element
@@ -99,11 +101,16 @@ class _ReadAndCheck(beam.DoFn):
       with fileio.open(record.path, "rb") as f:
         data = f.read()
       shape = image_examples.check_image(data)
+      bits = image_examples.bits_in_use(data)
     except (image_examples.BadImage, tf.errors.OpError, OSError) as e:
       self._bad.inc()
       reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
       yield beam.pvalue.TaggedOutput(self.QUARANTINE, (record.path, reason))
       return
+    if bits is not None and bits < 16:
+      logging.info("ImageExampleGen: %s is a 16-bit PNG using %d bits; "
+                   "scaled by those", record.path, bits)
+      self._rescaled.inc()
     example = image_examples.make_example(record, data, self._task,
                                           self._source, shape)
     self._ingested[split].inc()
@@ -191,6 +198,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     counts["ingested"] = sum(counts[s] for s in SPLITS)
     counts["quarantined"] = _counter(result, "quarantined")
     counts["seen"] = _counter(result, image_listing.SEEN)
+    counts[RESCALED] = _counter(result, RESCALED)
     logging.info("ImageExampleGen: %s (%s layout, task %s): %s", input_base,
                  data_layout, task, counts)
     if counts["seen"] != counts["ingested"] + counts["quarantined"]:

@@ -72,6 +72,19 @@ def check_image(data: bytes) -> Tuple[int, int, int]:
   return height, width, channels
 
 
+def bits_in_use(data: bytes) -> Optional[int]:
+  """For a 16-bit PNG, the bits its brightest sample needs (at least 8),
+  which Transform and the served models scale it by; None otherwise."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from serving.export import pixels
+  encoded = tf.constant(data)
+  if int(pixels.png_bit_depth(encoded)) != 16:
+    return None
+  return int(pixels.significant_bits(
+      tf.io.decode_png(encoded, channels=0, dtype=tf.uint16)))
+
+
 # Buckets of an image's longer side, for sliced evaluation: Kermany's images
 # run from about 400 to 2,900 px, and size can travel with the source
 # hospital or scanner, a shortcut a model may learn.

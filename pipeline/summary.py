@@ -95,6 +95,9 @@ class RunSummary:
           f"{c.get('quarantined', 0)} quarantined"
           + (f" -> {_short(self.quarantine_csv)}" if c.get("quarantined")
              else ""))
+      if c.get(layout.RESCALED_COUNT):
+        out.append(f"  {c[layout.RESCALED_COUNT]} 16-bit PNGs held fewer "
+                   "bits (e.g. 12) and were scaled by the bits they use")
     for result in self.models.values():
       out.extend(result.lines())
     not_done = {n: s for n, s in self.states.items() if s not in DONE_STATES}

@@ -78,6 +78,9 @@ HISTORY_FILE = "history.json"  # Trainer's ModelRun: Keras history
 CURVES_FILE = "curves.png"  # Trainer's ModelRun: training curves
 QUARANTINE_FILE = "quarantine.csv"  # ImageExampleGen's ImageQuarantine
 COUNTS_PROPERTY = "image_counts"  # JSON custom property of the Examples
+# In those counts: 16-bit PNGs holding fewer bits (e.g. 12), which
+# Transform scales by the bits they use.
+RESCALED_COUNT = "rescaled_16bit"
 ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's, per split
 # Inside a model version folder, as TF Serving reads it.
 SAVED_MODEL_FILE = "saved_model.pb"

@@ -1,7 +1,8 @@
 """The pixels a model sees, as Transform stores them and every signature
 rebuilds them.
 
-Decodes JPEG/PNG, makes grayscale 3-channel, resizes to `image_size`
+Decodes JPEG/PNG (a 16-bit PNG scaled by the bits it uses), makes
+grayscale 3-channel, resizes to `image_size`
 (squashed to a square, as the thesis's Keras loader did) and keeps uint8
 pixels: 4x smaller than float32. tf.Example has no uint8 type, so the
 pixels travel as one serialized uint8 tensor per image
@@ -21,11 +22,21 @@ def _taken_format(encoded: tf.Tensor) -> tf.Tensor:
       for magic in contract.IMAGE_FORMATS.values()])
 
 
+_HEADER_BYTES = 32  # a PNG's signature and IHDR chunk fit in it
+
+
+def _header_bytes(encoded: tf.Tensor, start: int, length: int) -> tf.Tensor:
+  """Bytes [start, start + length) of a file as uint8, zeros past its end
+  (substr refuses a start beyond the end; the decoder later says what is
+  wrong with so short a file)."""
+  padded = tf.strings.join([encoded, tf.constant(b"\0" * _HEADER_BYTES)])
+  return tf.io.decode_raw(tf.strings.substr(padded, start, length), tf.uint8)
+
+
 def _png_pixels(encoded: tf.Tensor) -> tf.Tensor:
   """Width x height from a PNG's IHDR chunk (big-endian, bytes 16-23); 0
-  for a file too short to hold one (the decoder then says what is wrong)."""
-  header = tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8)
-  header = tf.cast(tf.pad(header, [[0, 8 - tf.shape(header)[0]]]), tf.int64)
+  for a file too short to hold one."""
+  header = tf.cast(_header_bytes(encoded, 16, 8), tf.int64)
   weights = tf.constant([2**24, 2**16, 2**8, 1], tf.int64)
   return (tf.reduce_sum(header[:4] * weights)
           * tf.reduce_sum(header[4:] * weights))
@@ -42,6 +53,41 @@ def declared_pixels(encoded: tf.Tensor) -> tf.Tensor:
   return tf.cond(
       tf.equal(tf.strings.substr(encoded, 0, len(png_magic)), png_magic),
       lambda: _png_pixels(encoded), lambda: _jpeg_pixels(encoded))
+
+
+def png_bit_depth(encoded: tf.Tensor) -> tf.Tensor:
+  """Bits per sample a PNG's IHDR declares (byte 24); 0 for a JPEG or a
+  file too short to hold one."""
+  png_magic = contract.IMAGE_FORMATS["PNG"]
+  depth = tf.cast(_header_bytes(encoded, 24, 1)[0], tf.int32)
+  return tf.where(
+      tf.equal(tf.strings.substr(encoded, 0, len(png_magic)), png_magic),
+      depth, 0)
+
+
+def significant_bits(image: tf.Tensor) -> tf.Tensor:
+  """Bits the brightest sample of a 16-bit image needs, at least 8.
+
+  Detectors write 10-14-bit data into 16-bit PNGs; read as 16 bits such an
+  image is almost black (12-bit white, 4095, is 16 of 255).
+  """
+  brightest = tf.cast(tf.reduce_max(image), tf.float32)
+  bits = tf.math.ceil(tf.math.log(brightest + 1.0) / tf.math.log(2.0))
+  return tf.cast(tf.clip_by_value(bits, 8.0, 16.0), tf.int32)
+
+
+def _decode(encoded: tf.Tensor) -> tf.Tensor:
+  """Encoded JPEG/PNG -> float32 [h, w, 3] in 0..255. A 16-bit PNG is
+  scaled by the bits it uses (significant_bits), not by 16."""
+  def sixteen_bit():
+    image = tf.io.decode_png(encoded, channels=3, dtype=tf.uint16)
+    top = tf.cast(2 ** significant_bits(image) - 1, tf.float32)
+    return tf.cast(image, tf.float32) * (255.0 / top)
+  def eight_bit():
+    return tf.cast(tf.io.decode_image(encoded, channels=3,
+                                      expand_animations=False), tf.float32)
+  return tf.cond(tf.equal(png_bit_depth(encoded), 16), sixteen_bit,
+                 eight_bit)
 
 
 def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -62,7 +108,7 @@ def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
       declared <= contract.MAX_IMAGE_PIXELS,
       [f"image larger than {contract.MAX_IMAGE_PIXELS} pixels:", declared])
   with tf.control_dependencies([small]):
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image = _decode(encoded)
   image = tf.image.resize(image, [image_size, image_size], antialias=True)
   image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
   return tf.ensure_shape(image, [image_size, image_size, 3])
