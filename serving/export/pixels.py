@@ -76,6 +76,67 @@ def significant_bits(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(bits, 8.0, 16.0), tf.int32)
 
 
+_EXIF_MARK = "Exif\x00\x00"  # opens a JPEG's APP1 segment with EXIF
+_EXIF_BYTES = 4096  # IFD0 and its entries lie near the TIFF header
+_ORIENTATION_TAG = 0x0112
+_MAX_IFD_ENTRIES = 64
+
+
+def exif_orientation(encoded: tf.Tensor) -> tf.Tensor:
+  """The EXIF orientation of a JPEG (1-8), 1 when it has none.
+
+  Read in the graph, as TF Serving runs it: TensorFlow's JPEG decoder
+  ignores EXIF, and a phone photo of a film or a scanner's output may be
+  stored sideways with the tag saying so. Walks the TIFF header's IFD0
+  (byte order II or MM) for tag 0x0112.
+  """
+  parts = tf.strings.split(tf.strings.substr(encoded, 0, 65536),
+                           sep=_EXIF_MARK, maxsplit=1)
+  tiff = tf.cond(tf.size(parts) > 1, lambda: parts[-1], lambda: "")
+  padded = tf.strings.join([tiff, tf.constant(b"\0" * _EXIF_BYTES)])
+  data = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, 0, _EXIF_BYTES),
+                                  tf.uint8), tf.int32)
+  little = tf.equal(data[0], ord("I"))
+
+  def number(position, size):
+    position = tf.clip_by_value(position, 0, _EXIF_BYTES - size)
+    raw = tf.gather(data, position + tf.range(size))
+    raw = tf.where(little, tf.reverse(raw, [0]), raw)
+    return tf.reduce_sum(raw * tf.bitwise.left_shift(
+        1, 8 * tf.range(size - 1, -1, -1)))
+
+  ifd = number(4, 4)
+  count = tf.minimum(number(ifd, 2), _MAX_IFD_ENTRIES)
+  entries = ifd + 2 + 12 * tf.range(count)
+  tags = tf.map_fn(lambda e: number(e, 2), entries)
+  found = tf.where(tf.equal(tags, _ORIENTATION_TAG))
+  orientation = tf.cond(tf.size(found) > 0,
+                        lambda: number(entries[found[0][0]] + 8, 2),
+                        lambda: tf.constant(1))
+  jpeg_magic = contract.IMAGE_FORMATS["JPEG"]
+  valid = ((orientation >= 1) & (orientation <= 8)
+           & tf.equal(tf.size(parts), 2)
+           & tf.equal(tf.strings.substr(encoded, 0, len(jpeg_magic)),
+                      jpeg_magic))
+  return tf.where(valid, orientation, 1)
+
+
+def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+  """An [h, w, c] image turned upright by its EXIF orientation (1-8), as
+  Pillow's ImageOps.exif_transpose turns it."""
+  transposed = lambda: tf.transpose(image, [1, 0, 2])  # noqa: E731
+  return tf.switch_case(tf.convert_to_tensor(orientation) - 1, [
+      lambda: image,                                   # 1: upright
+      lambda: tf.reverse(image, [1]),                  # 2: mirrored
+      lambda: tf.reverse(image, [0, 1]),               # 3: upside down
+      lambda: tf.reverse(image, [0]),                  # 4: flipped
+      transposed,                                      # 5: transposed
+      lambda: tf.reverse(transposed(), [1]),           # 6: turned right
+      lambda: tf.reverse(transposed(), [0, 1]),        # 7: transverse
+      lambda: tf.reverse(transposed(), [0]),           # 8: turned left
+  ])
+
+
 def _decode(encoded: tf.Tensor) -> tf.Tensor:
   """Encoded JPEG/PNG -> float32 [h, w, 3] in 0..255. A 16-bit PNG is
   scaled by the bits it uses (significant_bits), not by 16."""
@@ -84,8 +145,8 @@ def _decode(encoded: tf.Tensor) -> tf.Tensor:
     top = tf.cast(2 ** significant_bits(image) - 1, tf.float32)
     return tf.cast(image, tf.float32) * (255.0 / top)
   def eight_bit():
-    return tf.cast(tf.io.decode_image(encoded, channels=3,
-                                      expand_animations=False), tf.float32)
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    return tf.cast(orient(image, exif_orientation(encoded)), tf.float32)
   return tf.cond(tf.equal(png_bit_depth(encoded), 16), sixteen_bit,
                  eight_bit)
 
