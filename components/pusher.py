@@ -55,13 +55,15 @@ class Executor(pusher_executor.Executor):
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     base = _base_directory(exec_properties)
-    if base is None or not self.CheckBlessing(input_dict):
-      # Not blessed (TFX marks it not pushed), or not a filesystem push.
+    if base is None:  # not a filesystem push: TFX's own
       super().Do(input_dict, output_dict, exec_properties)
       return
     self._log_startup(input_dict, output_dict, exec_properties)
     model_push = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+    if not self.CheckBlessing(input_dict):
+      self._MarkNotPushed(model_push)
+      return
     model_path = self.GetModelPath(input_dict)
     served = served_copy(model_path, base)
     if served:

@@ -75,8 +75,8 @@ def tiny_saved_model(model_uri: str) -> str:
   return path
 
 
-def run_pusher(model_uri: str, base: str, pushed_uri: str):
-  """The project's Pusher executor on a blessed model; its PushedModel."""
+def run_pusher(model_uri: str, base: str, pushed_uri: str, blessed: int = 1):
+  """The project's Pusher executor on a model; its PushedModel."""
   # pylint: disable=g-import-not-at-top
   from tfx.proto import pusher_pb2
   from tfx.types import standard_artifacts
@@ -85,7 +85,7 @@ def run_pusher(model_uri: str, base: str, pushed_uri: str):
   model.uri = model_uri
   blessing = standard_artifacts.ModelBlessing()
   blessing.uri = model_uri + "-blessing"
-  blessing.set_int_custom_property("blessed", 1)
+  blessing.set_int_custom_property("blessed", blessed)
   pushed = standard_artifacts.PushedModel()
   pushed.uri = pushed_uri
   destination = pusher_pb2.PushDestination(
@@ -153,6 +153,16 @@ def test_a_push_killed_mid_copy_leaves_no_version(tmp_path):
   assert leftovers[0] in os.listdir(base)
   server.poll()
   assert server.models() == {"cxr_binary_cnn": (version,)}
+
+
+def test_a_model_not_blessed_is_not_pushed(tmp_path):
+  model_uri = str(tmp_path / "Trainer" / "model" / "1")
+  tiny_saved_model(model_uri)
+  base = tmp_path / "serving" / "cxr_binary_cnn"
+  pushed = run_pusher(model_uri, str(base), str(tmp_path / "pushed" / "1"),
+                      blessed=0)
+  assert pushed.get_int_custom_property("pushed") == 0
+  assert not base.exists()
 
 
 def test_stale_staging_folders_are_removed_young_ones_kept(tmp_path):
