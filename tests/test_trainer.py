@@ -97,3 +97,22 @@ def test_augmented_input_repeats_run_after_run_and_moves_on_each_epoch():
   assert first[0].shape == (6, 4, 16, 16, 3)
   assert not np.array_equal(first[0], first[1])
   assert not np.array_equal(first[0], _two_epochs(8)[0])
+
+
+def _trained_weights(seed, size=58):
+  """The Trainer's seeding, model, optimizer and augmented input, 1 epoch."""
+  tf.keras.utils.set_random_seed(seed)
+  model = models.build_model("cnn_aug", "binary", size)
+  models.compile_model(model, "binary", 5e-4)
+  batches = trainer.training_batches(_transformed_batches(size=size), size,
+                                     train=True, augmented=True, seed=seed)
+  model.fit(batches, epochs=1, verbose=0)
+  return model.get_weights()
+
+
+def test_the_same_seed_trains_the_same_model():
+  first, again = _trained_weights(3), _trained_weights(3)
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a, b)
+  other = _trained_weights(4)
+  assert any(not np.array_equal(a, b) for a, b in zip(first, other))
