@@ -15,6 +15,7 @@ from tfx.types import standard_artifacts
 from components import image_example_gen
 from components import image_layouts
 from schema import layout
+from tests import test_bit_depth
 from tests import test_pixel_limit
 
 
@@ -173,8 +174,10 @@ def salted_binary(real_binary_subset, tmp_path):
   for path, target in links.items():
     os.symlink(target, path)
   bad = {**bad, huge: None, **links}
-  # Good non-standard inputs that must be ingested: a PNG and an RGB JPEG.
+  # Good non-standard inputs that must be ingested: a PNG, an RGB JPEG and
+  # a 16-bit PNG holding 12-bit data.
   (normal / "IM-9001-0001.png").write_bytes(_png())
+  (normal / "IM-9002-0001.png").write_bytes(test_bit_depth.png16(4095))
   (root / "test" / "PNEUMONIA" / "person9001_virus_1.jpeg").write_bytes(
       _jpeg(mode="RGB"))
   return str(root), len(bad)
@@ -185,7 +188,8 @@ def test_bad_files_are_quarantined(salted_binary, tmp_path):
   examples, counts, quarantined = run_executor(data_dir, str(tmp_path),
                                                "binary")
   assert counts["quarantined"] == len(quarantined) == n_bad
-  assert counts["ingested"] == 33 + 2
+  assert counts["ingested"] == 33 + 3
+  assert counts[layout.RESCALED_COUNT] == 1
   assert counts["seen"] == counts["ingested"] + counts["quarantined"]
   reasons = {os.path.basename(q["path"]): q["reason"] for q in quarantined}
   assert reasons["empty.jpeg"] == "empty file"
