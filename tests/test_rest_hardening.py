@@ -84,6 +84,8 @@ def test_a_missing_content_length_is_refused(rest):
 
 @pytest.mark.parametrize("body,path,message", [
     (b'{"instances": [{"b64": "not base64!"}]}', PREDICT, "base64"),
+    # Not ASCII: base64 raised ValueError, a 500 (found by the fuzzer).
+    (b'{"instances": [{"b64": "\\u00e9\\u00e9=="}]}', PREDICT, "base64"),
     (b"[" * 100_000, PREDICT, "nested"),
     # Parsed by json, but deeper than any tensor (found by the fuzzer: a 500).
     (b'{"instances": ' + b"[" * 600 + b"1" + b"]" * 600 + b"}", PREDICT,

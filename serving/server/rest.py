@@ -6,7 +6,6 @@ status. Binary values travel as {"b64": "..."}, both ways.
 """
 
 import base64
-import binascii
 import http.server
 import json
 import re
@@ -57,7 +56,8 @@ def _from_json(value, depth: int = 0):
   if isinstance(value, dict) and set(value) == {"b64"}:
     try:
       return base64.b64decode(value["b64"], validate=True)
-    except (binascii.Error, TypeError) as e:
+    # binascii.Error, or ValueError for text that is not ASCII.
+    except (ValueError, TypeError) as e:
       raise ServingError(Code.INVALID_ARGUMENT,
                          f"malformed base64 value: {e}") from e
   return ([_from_json(v, depth + 1) for v in value] if isinstance(value, list)
