@@ -37,3 +37,27 @@ def test_an_example_with_bytes_that_are_not_text_is_invalid_argument(served):
     _stub(served.address).Predict(request, timeout=30)
   assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
   assert "the model failed on this input" in raised.value.details()
+
+
+# Raw bytes that end mid-message: grpcio warns while refusing them.
+@pytest.mark.filterwarnings("ignore:Unexpected end-group tag")
+def test_a_seeded_fuzz_run_finds_nothing(served):
+  """300 malformed gRPC and REST requests (bench/fuzz_server.py's cases,
+  seed 0): no INTERNAL or 5xx, no timeout, a normal request answered after
+  every batch of 50, and the peak memory grown by far less than the
+  requests declared."""
+  from bench import fuzz_server  # pylint: disable=g-import-not-at-top
+  before = fuzz_server.self_rss_mb()
+  target = fuzz_server.Target(served.address, served.rest_port,
+                              alive=lambda: True,
+                              rss_mb=fuzz_server.self_rss_mb)
+  report = fuzz_server.fuzz(target, requests=300, seconds=50, seed=0,
+                            batch=50, max_rss_mb=before + 1000,
+                            log=lambda _: None)
+  assert report.findings == [], report.findings
+  assert report.requests == 300 and report.checks == 6
+  # The cases reach past the first checks: some are answered, most refused.
+  assert report.outcomes["grpc OK"] > 0
+  assert report.outcomes["grpc INVALID_ARGUMENT"] > 50
+  assert report.outcomes["rest 400"] > 30
+  assert report.max_rss_mb - before < 500
