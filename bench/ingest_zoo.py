@@ -203,6 +203,16 @@ def build_zoo(root: str) -> List[Entry]:
   for kind, rel, target in links:
     os.symlink(target, os.path.join(root, rel))
     entries.append(Entry(kind, rel, LINK))
+  # A file name that is not UTF-8 (Linux allows any bytes): quarantined,
+  # its bytes written as \xNN.
+  bad_name = os.path.join(root, N).encode() + b"/IM-0042-0001-\xff.jpeg"
+  with open(bad_name, "wb") as f:
+    f.write(jpeg)
+  entries.append(Entry("file name that is not UTF-8",
+                       f"{N}/IM-0042-0001-\\xff.jpeg", "not valid UTF-8"))
+  os.symlink(b"gone-\xfe", os.path.join(root, N).encode() + b"/link-\xfe")
+  entries.append(Entry("link whose name and target are not UTF-8",
+                       f"{N}/link-\\xfe", LINK))
   # A layout folder may itself be a link (kept on another disk): followed,
   # its image ingested; the link is a folder of the layout, not an entry.
   linked = os.path.join(os.path.dirname(root), "val-on-another-disk")
@@ -222,6 +232,7 @@ def run_zoo(root: str, out_dir: str, task: str = "binary") -> Dict:
   """Runs the executor over root; {"counts", "quarantined": {path: reason},
   "ingested": {path: channels}, "error": the abort, if any}."""
   # pylint: disable=g-import-not-at-top
+  from components import image_layouts
   from tests.test_image_example_gen import all_examples
   from tests.test_image_example_gen import run_executor
   try:
@@ -233,7 +244,8 @@ def run_zoo(root: str, out_dir: str, task: str = "binary") -> Dict:
     for e in split_examples:
       ingested.setdefault(e["file_name"].decode(), []).append(e["channels"])
   return {"counts": counts, "ingested": ingested, "error": None,
-          "quarantined": {os.path.relpath(q["path"], root): q["reason"]
+          "quarantined": {os.path.relpath(q["path"], image_layouts.printable(
+              root)): q["reason"]
                           for q in quarantined}}
 
 

@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import apache_beam as beam
@@ -69,6 +69,12 @@ def _csv_line(path: str, reason: str) -> str:
   return buf.getvalue()
 
 
+def _printable(path: str, reason: str) -> Tuple[str, str]:
+  """A quarantine entry Beam can encode: str elements travel as UTF-8, which
+  a file name that is not UTF-8 (a link's target too) is not."""
+  return image_layouts.printable(path), image_layouts.printable(reason)
+
+
 class _CsvLine(beam.DoFn):
   """(path, reason) -> a quarantine.csv line, counted."""
 
@@ -102,7 +108,8 @@ class _ReadAndCheck(beam.DoFn):
     except (image_examples.BadImage, tf.errors.OpError, OSError) as e:
       self._bad.inc()
       reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
-      yield beam.pvalue.TaggedOutput(self.QUARANTINE, (record.path, reason))
+      yield beam.pvalue.TaggedOutput(self.QUARANTINE, _printable(
+          record.path, reason))
       return
     example = image_examples.make_example(record, data, self._task,
                                           self._source, shape)
@@ -148,8 +155,8 @@ def build_pipeline(pipeline: beam.Pipeline,
                           "data_tfrecord"),
              file_name_suffix=".gz"))
   _ = ((checked[_ReadAndCheck.QUARANTINE],
-        listed[1] | "ListedQuarantine" >> beam.Map(lambda q: (q.path,
-                                                               q.reason)))
+        listed[1] | "ListedQuarantine" >> beam.Map(
+            lambda q: _printable(q.path, q.reason)))
        | "AllQuarantined" >> beam.Flatten()
        | "CsvLines" >> beam.ParDo(_CsvLine())
        | "WriteQuarantine" >> beam.io.WriteToText(

@@ -272,8 +272,22 @@ def labelled_file(folder: ImageFolder, path: str, exists: bool,
   return out
 
 
+def printable(text: str) -> str:
+  """A path (or a reason naming one) writable as UTF-8: the bytes of a file
+  name that is not UTF-8, which Python holds as surrogate escapes, are
+  written as \\xNN."""
+  return text.encode("utf-8", "surrogateescape").decode("utf-8",
+                                                        "backslashreplace")
+
+
 def for_task(listed: Listed, task: str) -> Listed:
-  """A record whose diagnosis the task cannot use becomes a quarantine."""
+  """A record whose diagnosis the task cannot use, or whose file name is
+  not UTF-8, becomes a quarantine."""
+  if isinstance(listed, ImageRecord) and printable(listed.path) != listed.path:
+    # Neither TFX's file system layer nor a tf.Example's file_name (a
+    # UTF-8 string in the schema) can take it: it aborted the whole run.
+    return Quarantined(listed.path, "file name is not valid UTF-8; rename "
+                       "the file to ingest it")
   if (isinstance(listed, ImageRecord)
       and label_for_task(listed.diagnosis, task) is None):
     return Quarantined(
