@@ -213,6 +213,10 @@ def build_zoo(root: str) -> List[Entry]:
   os.symlink(b"gone-\xfe", os.path.join(root, N).encode() + b"/link-\xfe")
   entries.append(Entry("link whose name and target are not UTF-8",
                        f"{N}/link-\\xfe", LINK))
+  # A named pipe: reading it would block until someone writes to it.
+  os.mkfifo(os.path.join(root, N, "IM-0043-0001.jpeg"))
+  entries.append(Entry("named pipe (FIFO) named .jpeg",
+                       f"{N}/IM-0043-0001.jpeg", "not a regular file"))
   # A layout folder may itself be a link (kept on another disk): followed,
   # its image ingested; the link is a folder of the layout, not an entry.
   linked = os.path.join(os.path.dirname(root), "val-on-another-disk")
