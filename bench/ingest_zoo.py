@@ -132,6 +132,11 @@ def _files() -> List[tuple]:
        jpeg, INGESTED, 1),
       ("spaces and glob characters in the name",
        f"{N}/IM-0015-0001 [copy] (2) *?.jpeg", jpeg, INGESTED, 1),
+      ("newline in the name", f"{N}/IM-0044-0001\nb.jpeg", jpeg, INGESTED, 1),
+      ("comma and quotes in the name", f'{N}/IM-0045-0001,"b".jpeg', jpeg,
+       INGESTED, 1),
+      ("bad file with a newline, comma and quote in its name (the CSV "
+       "quotes it)", f'{N}/notes\n,"1".txt', b"notes\n", NOT_IMAGE, None),
       ("nested subfolders", f"{N}/2019/ward b/IM-0016-0001.jpeg", jpeg,
        INGESTED, 1),
       ("folder named like an image, holding one", f"{N}/x.jpeg/IM-0017-0001"
@@ -273,6 +278,11 @@ def judge(entries: List[Entry], result: Dict) -> List[tuple]:
   return rows
 
 
+def _cell(text: str) -> str:
+  """text for one Markdown table cell."""
+  return text.replace("\n", "\\n").replace("|", "\\|")
+
+
 def main() -> int:
   work = tempfile.mkdtemp(prefix="ingest-zoo-")
   root = os.path.join(work, "zoo")
@@ -288,8 +298,8 @@ def main() -> int:
   print("| kind | path | expected | outcome | ok |")
   print("|---|---|---|---|---|")
   for entry, outcome, ok in rows:
-    print(f"| {entry.kind} | `{entry.path}` | {entry.expected} | "
-          f"{outcome[:110]} | {'yes' if ok else 'NO'} |")
+    print(f"| {entry.kind} | `{_cell(entry.path)}` | {entry.expected} | "
+          f"{_cell(outcome[:110])} | {'yes' if ok else 'NO'} |")
   counts = result["counts"]
   print()
   print(f"counts: {json.dumps(counts)}; {seconds:.0f} s")
