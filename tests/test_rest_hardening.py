@@ -92,6 +92,10 @@ def test_a_missing_content_length_is_refused(rest):
      "nested"),
     (b'{"instances": []}', f"/v1/models/{BINARY}/versions/{10**30}:predict",
      "int64"),
+    # An integer beyond int32: an OverflowError's 500 (found by the fuzzer).
+    (json.dumps({"signature_name": "gradcam", "instances": [{
+        "images": {"b64": base64.b64encode(png(40, 50)).decode()},
+        "class_index": 10**30}]}).encode(), PREDICT, "input class_index"),
 ])
 def test_malformed_requests_are_client_errors(rest, body, path, message):
   status, answer = _post(rest.rest_port, body, path)

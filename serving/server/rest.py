@@ -116,7 +116,8 @@ def predict_request(repository: ModelRepository, path: str, body: bytes
     try:
       request.inputs[alias].CopyFrom(tf.make_tensor_proto(
           values, dtype=tf.dtypes.as_dtype(info.dtype) if info else None))
-    except (TypeError, ValueError) as e:
+    # OverflowError: an integer beyond the input's dtype, e.g. 10**30.
+    except (TypeError, ValueError, OverflowError) as e:
       raise ServingError(Code.INVALID_ARGUMENT, f"input {alias}: {e}") from e
   return request
 
