@@ -217,8 +217,28 @@ def _json_value(rng: random.Random, depth: int = 0):
           _json_value(rng, depth + 1) for _ in range(rng.choice([1, 2]))}
 
 
+def _near_valid_instance(rng: random.Random):
+  """A gradcam or default instance with one odd value."""
+  instance = {"images": {"b64": base64.b64encode(
+      image(rng.choice(_IMAGE_KINDS), rng)).decode()}}
+  if rng.random() < 0.7:
+    instance["class_index"] = rng.choice(
+        [0, 1, 5, -1, 2**31, -(2**63) - 1, 10**30, 1.5, "1", None, [1], [],
+         float("nan"), float("inf")])
+  if rng.random() < 0.4:
+    instance["method"] = rng.choice(["gradcam", "hirescam", "nope", "", 3,
+                                     {"b64": "/w=="}, ["gradcam"]])
+  return instance
+
+
 def rest_body(rng: random.Random) -> bytes:
   roll = rng.random()
+  if roll < 0.25:
+    document = {"instances": [_near_valid_instance(rng)
+                              for _ in range(rng.choice([1, 1, 2, 3]))]}
+    if rng.random() < 0.8:
+      document["signature_name"] = rng.choice(["gradcam", "serving_default"])
+    return json.dumps(document, allow_nan=True).encode()
   if roll < 0.6:
     document = {}
     if rng.random() < 0.9:
