@@ -150,15 +150,17 @@ def _status(answer: bytes) -> str:
 
 def run_case(target: Target, channel, seed: int, index: int,
              metadata: Dict) -> Optional[tuple]:
-  """Sends case `index`: ("grpc"|"rest", outcome, description)."""
+  """Sends case `index`: (channel: grpc, grpc-raw or rest; outcome;
+  whether it is a finding; what was sent)."""
   rng = random.Random(f"{seed}-{index}")
   if rng.random() < 0.6:
     method, message = gen.grpc_case(rng, metadata)
     outcome = _grpc_call(channel, method, message, TIMEOUT)
     allowed = RAW_ERRORS if method == gen.RAW else CLIENT_ERRORS
     bad = outcome not in allowed
-    name = message[0] if method == gen.RAW else method
-    return "grpc", outcome, bad, f"case {index}: {method} {name}"
+    if method == gen.RAW:
+      return "grpc-raw", outcome, bad, f"case {index}: bytes to {message[0]}"
+    return "grpc", outcome, bad, f"case {index}: {method}"
   data = gen.rest_case(rng, MODEL)
   outcome = _rest_call(target.rest_port, data, TIMEOUT)
   # http.server answers methods it has no do_X for with 501, as it should.
