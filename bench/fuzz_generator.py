@@ -27,6 +27,7 @@ PREDICT = "/tensorflow.serving.PredictionService/Predict"
 METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
 STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
 RAW = "raw"  # a method called with bytes that are no valid message
+CONCAT = "concat"  # Predict called with two valid messages back to back
 
 # Every DataType the proto knows, plus numbers it does not.
 _DTYPES = [v for v in types_pb2.DataType.values() if v < 100] + [
@@ -177,7 +178,7 @@ def status_request(rng, metadata):
 
 
 def grpc_case(rng: random.Random, metadata):
-  """(method, message); RAW cases carry (method, bytes) instead."""
+  """(method, message); RAW and CONCAT cases carry (method, bytes)."""
   roll = rng.random()
   if roll < 0.7:
     return PREDICT, predict_request(rng, metadata)
@@ -189,7 +190,13 @@ def grpc_case(rng: random.Random, metadata):
                        "/tensorflow.serving.PredictionService/Classify",
                        "/tensorflow.serving.Nope/Predict"])
   data = predict_request(rng, metadata).SerializeToString()
-  if data and rng.random() < 0.7:  # flip bytes or cut the message
+  roll = rng.random()
+  if roll < 0.2:
+    # Two messages back to back parse as one: duplicate input names (map
+    # keys) and repeated model specs on the wire, the last one winning.
+    return CONCAT, (PREDICT, data + predict_request(
+        rng, metadata).SerializeToString())
+  if data and roll < 0.75:  # flip bytes or cut the message
     data = bytearray(data)
     for _ in range(rng.randint(1, 8)):
       data[rng.randrange(len(data))] = rng.randrange(256)

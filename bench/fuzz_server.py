@@ -53,7 +53,7 @@ TIMEOUT = 30.0  # seconds: any one request, fuzz or normal
 CLIENT_ERRORS = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION",
                  "RESOURCE_EXHAUSTED", "UNIMPLEMENTED"}
 # grpcio answers a message it cannot parse with INTERNAL before any
-# servicer runs ("Exception deserializing request!"), as a C++ server does.
+# servicer runs ("Exception deserializing request!").
 RAW_ERRORS = CLIENT_ERRORS | {"INTERNAL"}
 
 
@@ -106,8 +106,25 @@ def signatures_of(address: str, timeout: float = TIMEOUT) -> Dict:
                          if not name.startswith("__")}}
 
 
+def _parses(method: str, data: bytes) -> bool:
+  """Whether raw bytes parse as the method's request: then they reach the
+  servicer, and INTERNAL would be a finding."""
+  from google.protobuf import message as message_lib  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=g-import-not-at-top
+  kinds = {gen.PREDICT: predict_pb2.PredictRequest,
+           gen.METADATA: get_model_metadata_pb2.GetModelMetadataRequest,
+           gen.STATUS: get_model_status_pb2.GetModelStatusRequest}
+  if method not in kinds:
+    return False  # UNIMPLEMENTED, whatever the bytes
+  try:
+    kinds[method].FromString(data)
+    return True
+  except message_lib.DecodeError:
+    return False
+
+
 def _grpc_call(channel, method: str, message, timeout: float) -> str:
-  if method == gen.RAW:
+  if method in (gen.RAW, gen.CONCAT):
     method, data = message
     call = channel.unary_unary(method)  # bytes in, bytes out
   else:
@@ -156,10 +173,12 @@ def run_case(target: Target, channel, seed: int, index: int,
   if rng.random() < 0.6:
     method, message = gen.grpc_case(rng, metadata)
     outcome = _grpc_call(channel, method, message, TIMEOUT)
-    allowed = RAW_ERRORS if method == gen.RAW else CLIENT_ERRORS
+    allowed = RAW_ERRORS if method == gen.RAW and not _parses(
+        *message) else CLIENT_ERRORS
     bad = outcome not in allowed
-    if method == gen.RAW:
-      return "grpc-raw", outcome, bad, f"case {index}: bytes to {message[0]}"
+    if method in (gen.RAW, gen.CONCAT):
+      return (f"grpc-{method}", outcome, bad,
+              f"case {index}: {method} bytes to {message[0]}")
     return "grpc", outcome, bad, f"case {index}: {method}"
   data = gen.rest_case(rng, MODEL)
   outcome = _rest_call(target.rest_port, data, TIMEOUT)
