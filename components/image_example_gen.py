@@ -20,7 +20,8 @@ import csv
 import io
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+import stat
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import apache_beam as beam
@@ -70,6 +71,12 @@ def _csv_line(path: str, reason: str) -> str:
   return buf.getvalue()
 
 
+def _printable(path: str, reason: str) -> Tuple[str, str]:
+  """A quarantine entry Beam can encode: str elements travel as UTF-8, which
+  a file name that is not UTF-8 (a link's target too) is not."""
+  return image_layouts.printable(path), image_layouts.printable(reason)
+
+
 class _CsvLine(beam.DoFn):
   """(path, reason) -> a quarantine.csv line, counted."""
 
@@ -98,6 +105,12 @@ class _ReadAndCheck(beam.DoFn):
     record, split = element
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     try:
+      if image_listing.is_local(record.path) and not stat.S_ISREG(
+          os.stat(record.path).st_mode):
+        # A FIFO blocks its reader until someone writes to it: reading it
+        # hung the whole run.
+        raise image_examples.BadImage(
+            "not a regular file (a FIFO, socket or device): not read")
       with fileio.open(record.path, "rb") as f:
         data = f.read()
       shape = image_examples.check_image(data)
@@ -105,7 +118,8 @@ class _ReadAndCheck(beam.DoFn):
     except (image_examples.BadImage, tf.errors.OpError, OSError) as e:
       self._bad.inc()
       reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
-      yield beam.pvalue.TaggedOutput(self.QUARANTINE, (record.path, reason))
+      yield beam.pvalue.TaggedOutput(self.QUARANTINE, _printable(
+          record.path, reason))
       return
     if bits is not None and bits < 16:
       logging.info("ImageExampleGen: %s is a 16-bit PNG using %d bits; "
@@ -155,8 +169,8 @@ def build_pipeline(pipeline: beam.Pipeline,
                           "data_tfrecord"),
              file_name_suffix=".gz"))
   _ = ((checked[_ReadAndCheck.QUARANTINE],
-        listed[1] | "ListedQuarantine" >> beam.Map(lambda q: (q.path,
-                                                               q.reason)))
+        listed[1] | "ListedQuarantine" >> beam.Map(
+            lambda q: _printable(q.path, q.reason)))
        | "AllQuarantined" >> beam.Flatten()
        | "CsvLines" >> beam.ParDo(_CsvLine())
        | "WriteQuarantine" >> beam.io.WriteToText(

@@ -272,8 +272,29 @@ def labelled_file(folder: ImageFolder, path: str, exists: bool,
   return out
 
 
+def printable(text: str) -> str:
+  """A path (or a reason naming one) writable as UTF-8: the bytes of a file
+  name that is not UTF-8, which Python holds as surrogate escapes, are
+  written as \\xNN."""
+  return text.encode("utf-8", "surrogateescape").decode("utf-8",
+                                                        "backslashreplace")
+
+
+NOT_UTF8 = "file name is not valid UTF-8; rename the file to ingest it"
+
+
+def not_utf8(path: str) -> bool:
+  """Whether a listed path holds bytes that are not UTF-8 (surrogate
+  escapes): neither TFX's file system layer, nor Beam's str coder, nor a
+  tf.Example's file_name can take it, and it aborted the whole run."""
+  return printable(path) != path
+
+
 def for_task(listed: Listed, task: str) -> Listed:
-  """A record whose diagnosis the task cannot use becomes a quarantine."""
+  """A record whose diagnosis the task cannot use, or whose file name is
+  not UTF-8, becomes a quarantine."""
+  if isinstance(listed, ImageRecord) and not_utf8(listed.path):
+    return Quarantined(listed.path, NOT_UTF8)
   if (isinstance(listed, ImageRecord)
       and label_for_task(listed.diagnosis, task) is None):
     return Quarantined(

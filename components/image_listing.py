@@ -146,6 +146,11 @@ class _SortMatches(beam.DoFn):
     elif folder.csv_path is None:
       yield beam.pvalue.TaggedOutput(
           _LISTED, image_layouts.unlabelled_file(folder, path))
+    elif image_layouts.not_utf8(path):
+      # No CSV (read as UTF-8) can name it, and Beam's str coder cannot
+      # carry it as a join key: quarantined here, as _list_folder does.
+      yield beam.pvalue.TaggedOutput(_LISTED, image_layouts.Quarantined(
+          path, image_layouts.NOT_UTF8))
     else:
       yield (folder.path, path), _FILE
 

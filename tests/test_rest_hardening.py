@@ -84,9 +84,18 @@ def test_a_missing_content_length_is_refused(rest):
 
 @pytest.mark.parametrize("body,path,message", [
     (b'{"instances": [{"b64": "not base64!"}]}', PREDICT, "base64"),
+    # Not ASCII: base64 raised ValueError, a 500 (found by the fuzzer).
+    (b'{"instances": [{"b64": "\\u00e9\\u00e9=="}]}', PREDICT, "base64"),
     (b"[" * 100_000, PREDICT, "nested"),
+    # Parsed by json, but deeper than any tensor (found by the fuzzer: a 500).
+    (b'{"instances": ' + b"[" * 600 + b"1" + b"]" * 600 + b"}", PREDICT,
+     "nested"),
     (b'{"instances": []}', f"/v1/models/{BINARY}/versions/{10**30}:predict",
      "int64"),
+    # An integer beyond int32: an OverflowError's 500 (found by the fuzzer).
+    (json.dumps({"signature_name": "gradcam", "instances": [{
+        "images": {"b64": base64.b64encode(png(40, 50)).decode()},
+        "class_index": 10**30}]}).encode(), PREDICT, "input class_index"),
 ])
 def test_malformed_requests_are_client_errors(rest, body, path, message):
   status, answer = _post(rest.rest_port, body, path)

@@ -65,6 +65,15 @@ class Servable:
       outputs = self._functions[name](**inputs)
     except tf.errors.OpError as e:
       raise from_op_error(e) from e
+    except UnicodeDecodeError as e:
+      # An op failed with a message quoting request bytes that are not
+      # UTF-8 (e.g. ParseExample on a malformed tf.Example): TensorFlow
+      # cannot turn it into an OpError, and its code is lost with it.
+      message = e.object.decode("utf-8", "replace") if isinstance(
+          e.object, bytes) else str(e)
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         "the model failed on this input: "
+                         + " ".join(message.split())[:500]) from e
     response = predict_pb2.PredictResponse()
     response.model_spec.name = self.name
     response.model_spec.version.value = self.version

@@ -6,7 +6,6 @@ status. Binary values travel as {"b64": "..."}, both ways.
 """
 
 import base64
-import binascii
 import http.server
 import json
 import re
@@ -35,6 +34,9 @@ _HTTP_STATUS = {Code.INVALID_ARGUMENT: 400, Code.FAILED_PRECONDITION: 400,
 
 
 _MAX_VERSION = 2**63 - 1  # an int64, as the ModelSpec holds it
+# A tensor has at most 254 dimensions (TensorShape's kMaxDims); deeper JSON
+# lists cannot be a tensor, and converting them would overflow the stack.
+_MAX_DEPTH = 254
 
 
 def _model_spec(match, model_spec) -> None:
@@ -47,14 +49,19 @@ def _model_spec(match, model_spec) -> None:
     model_spec.version.value = version
 
 
-def _from_json(value):
+def _from_json(value, depth: int = 0):
+  if depth > _MAX_DEPTH:
+    raise ServingError(Code.INVALID_ARGUMENT, "JSON nested too deeply: a "
+                       f"tensor has at most {_MAX_DEPTH} dimensions")
   if isinstance(value, dict) and set(value) == {"b64"}:
     try:
       return base64.b64decode(value["b64"], validate=True)
-    except (binascii.Error, TypeError) as e:
+    # binascii.Error, or ValueError for text that is not ASCII.
+    except (ValueError, TypeError) as e:
       raise ServingError(Code.INVALID_ARGUMENT,
                          f"malformed base64 value: {e}") from e
-  return [_from_json(v) for v in value] if isinstance(value, list) else value
+  return ([_from_json(v, depth + 1) for v in value] if isinstance(value, list)
+          else value)
 
 
 def _to_json(value):
@@ -109,7 +116,8 @@ def predict_request(repository: ModelRepository, path: str, body: bytes
     try:
       request.inputs[alias].CopyFrom(tf.make_tensor_proto(
           values, dtype=tf.dtypes.as_dtype(info.dtype) if info else None))
-    except (TypeError, ValueError) as e:
+    # OverflowError: an integer beyond the input's dtype, e.g. 10**30.
+    except (TypeError, ValueError, OverflowError) as e:
       raise ServingError(Code.INVALID_ARGUMENT, f"input {alias}: {e}") from e
   return request
 
