@@ -13,7 +13,6 @@ before and after each, from /proc/<pid>/status.
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,11 +71,7 @@ def main(argv=None) -> int:
             f"{fuzz_server.proc_rss_mb(process.pid):.0f} MB, VmRSS "
             f"{fuzz_server.proc_rss_mb(process.pid, 'VmRSS'):.0f} MB")
   finally:
-    process.terminate()
-    try:
-      process.wait(30)
-    except subprocess.TimeoutExpired:
-      process.kill()
+    fuzz_server.stop_server(process)
   return 0
 
 

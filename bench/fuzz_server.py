@@ -315,6 +315,15 @@ def start_subprocess(model_base: str, log_path: str, *extra: str):
   raise RuntimeError("cxr serve did not answer within 300 s")
 
 
+def stop_server(process) -> None:
+  """Ends a start_subprocess server: SIGTERM, then SIGKILL after 30 s."""
+  process.terminate()
+  try:
+    process.wait(30)
+  except subprocess.TimeoutExpired:
+    process.kill()
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--requests", type=int, default=5000)
@@ -344,11 +353,7 @@ def main(argv=None) -> int:
     report = fuzz(target, args.requests, args.seconds, args.seed,
                   args.batch, args.max_rss_mb, args.concurrency)
   finally:
-    process.terminate()
-    try:
-      process.wait(30)
-    except subprocess.TimeoutExpired:
-      process.kill()
+    stop_server(process)
   print()
   print(report.table())
   print()

@@ -21,7 +21,6 @@ import argparse
 import collections
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -161,11 +160,7 @@ def main(argv=None) -> int:
     states = status(target.address) if target.alive() else {}
     alive = target.alive()
     rss = target.rss_mb() if alive else 0.0
-    process.terminate()
-    try:
-      process.wait(30)
-    except subprocess.TimeoutExpired:
-      process.kill()
+    fuzz_server.stop_server(process)
   latencies = np.array(sum((c.latencies for c in clients), [])) * 1000
   versions = sum((c.versions for c in clients), collections.Counter())
   errors = sum((c.errors for c in clients), [])

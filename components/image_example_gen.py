@@ -105,7 +105,7 @@ class _ReadAndCheck(beam.DoFn):
     record, split = element
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     try:
-      if image_listing.is_local(record.path) and not stat.S_ISREG(
+      if layout.is_local(record.path) and not stat.S_ISREG(
           os.stat(record.path).st_mode):
         # A FIFO blocks its reader until someone writes to it: reading it
         # hung the whole run.

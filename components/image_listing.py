@@ -38,6 +38,7 @@ from tfx.dsl.io import fileio as tfx_fileio
 from components import image_layouts
 from components.image_layouts import ImageFolder, ImageRecord, SplitFolder
 from schema import contract
+from schema import layout
 
 METRICS_NAMESPACE = "ImageExampleGen"
 SEEN = "seen"  # counter: every file and bad CSV row listed
@@ -83,11 +84,6 @@ def _owner(folders: Sequence[image_layouts.Folder],
                      f"folders {[f.path for f in folders]}")
   # Nested folders cannot happen in either layout; the deepest would win.
   return max(found, key=lambda f: len(f.path))
-
-
-def is_local(path: str) -> bool:
-  """Whether a path is on this machine's filesystem (no URL scheme)."""
-  return "://" not in path
 
 
 SYMLINK_REASON = ("symbolic link to {target}: not followed, so that no image "
@@ -137,7 +133,7 @@ class _SortMatches(beam.DoFn):
     if path.endswith("/"):
       return
     # Quarantined by _QuarantineLinks, which sees every link.
-    if is_local(path) and os.path.islink(path):
+    if layout.is_local(path) and os.path.islink(path):
       return
     folder = _owner(self._folders, path)
     if isinstance(folder, SplitFolder):
@@ -225,7 +221,7 @@ class ListImages(beam.PTransform):
     links = (
         pbegin
         | "LocalFolders" >> beam.Create(
-            [f for f in self._folders if is_local(f.path)])
+            [f for f in self._folders if layout.is_local(f.path)])
         | "QuarantineLinks" >> beam.ParDo(_QuarantineLinks()))
     return ((matched[_LISTED], rows[_LISTED], joined, links)
             | "AllListed" >> beam.Flatten()

@@ -107,7 +107,7 @@ def push(model_path: str, base_directory: str) -> Tuple[str, str]:
   remove_stale_staging(base_directory, int(version))
   staging = os.path.join(base_directory,
                          f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
-  local = "://" not in base_directory
+  local = layout.is_local(base_directory)
   # saved_model.pb last, as TFX copies it: TF Serving and other readers take
   # it as the sign that a SavedModel is complete.
   io_utils.copy_dir(model_path, staging,

@@ -127,6 +127,12 @@ def is_servable(version_dir: str) -> bool:
              for name in (SAVED_MODEL_FILE, SAVED_MODEL_TEXT_FILE))
 
 
+def is_local(path: str) -> bool:
+  """Whether a path is on this machine's disk (no URL scheme like gs://):
+  links, atomic renames and os.walk exist only there."""
+  return "://" not in path
+
+
 def fingerprint(root: str) -> Optional[str]:
   """Hash of every file's relative path, size and modification time.
 
@@ -134,7 +140,7 @@ def fingerprint(root: str) -> Optional[str]:
   tell. None when the folder is gone or its files move during the walk.
   """
   digest = hashlib.sha256()
-  if "://" not in root:
+  if is_local(root):
     # On a local disk a link is hashed as what it names, not followed:
     # TensorFlow's walk follows folder links (a loop repeats files dozens
     # of times) and a dangling link cannot be stat'ed. Ingestion quarantines

@@ -103,7 +103,7 @@ def _config_text(config: model_server_config_pb2.ModelServerConfig) -> str:
 
 
 def _write_text(path: str, text: str) -> None:
-  if "://" in path:
+  if not layout.is_local(path):
     # gs:// replaces an object whole once its upload completes.
     with fileio.open(path, "w") as f:
       f.write(text)
