@@ -62,7 +62,9 @@ def main():
     synthetic.generate(data, n=args.n, size=args.size, seed=args.seed)
     start = time.perf_counter()
     runner.run(data, TASK, run_dir,
-               settings.RunSettings(models=(MODEL,), enable_cache=False),
+               # Grad-CAM is the question here, not the metrics' intervals.
+               settings.RunSettings(models=(MODEL,), enable_cache=False,
+                                    confidence_intervals=False),
                settings.TrainingSettings(
                    image_size=args.image_size, epochs=args.epochs,
                    batch_size=16, seed=args.seed,

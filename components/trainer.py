@@ -23,7 +23,9 @@ from tfx.dsl.io import fileio
 from tfx_bsl.public import tfxio
 
 from components import augment
+from components import calibration
 from components import models
+from components import operating_point
 from components import training_curves
 from schema import contract
 from schema import layout
@@ -201,6 +203,44 @@ def _train_phase(model, train_data, eval_data, first_epoch: int, epochs: int,
   return history.history, (best.best_epoch + 1 if best is not None else last)
 
 
+def decision_rule(model, eval_data: tf.data.Dataset,
+                  training: settings_lib.TrainingSettings) -> Dict:
+  """Calibrates `model` in place and chooses its threshold, on eval only.
+
+  Returns what was done, for history.json: the temperature with the eval
+  split's NLL, ECE, Brier score and reliability bins before and after, and
+  the operating point (rule, threshold, eval sensitivity and specificity).
+  The threshold is chosen on the calibrated model's own float32 outputs,
+  the numbers the served graph compares with it.
+  """
+  logits, labels = calibration.logits_and_labels(model, eval_data)
+  temperature, note = 1.0, None
+  if training.calibration == "temperature":
+    try:
+      temperature = calibration.fit_temperature(logits, labels)
+    except calibration.NoTemperatureError as e:
+      note = f"{e}; kept 1"
+      logging.warning("Calibration: %s", note)
+    calibration.apply_temperature(model, temperature)
+  record = {"calibration": {
+      "method": training.calibration, "temperature": temperature,
+      "before": calibration.measures(logits, labels, 1.0),
+      "after": calibration.measures(logits, labels, temperature)}}
+  if note:
+    record["calibration"]["note"] = note
+  scores = np.concatenate([
+      signatures.pneumonia_probability(model(images, training=False)).numpy()
+      for images, _ in eval_data]) if len(labels) else np.zeros(0)
+  record["operating_point"] = operating_point.describe(
+      scores, operating_point.is_pneumonia(labels), training.operating_rule)
+  logging.info("Calibration: temperature %.3f, eval NLL %.4f -> %.4f; "
+               "operating point %s", temperature,
+               record["calibration"]["before"]["nll"],
+               record["calibration"]["after"]["nll"],
+               record["operating_point"])
+  return record
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """TFX Trainer entry point."""
   config = settings_lib.TrainerConfig.from_custom_config(
@@ -255,6 +295,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       record.setdefault(key, []).extend(float(v) for v in values)
     record["fine_tuned_layers"] = unfrozen
 
+  record.update(decision_rule(model, eval_data, training))
   fileio.makedirs(fn_args.model_run_dir)
   with fileio.open(
       os.path.join(fn_args.model_run_dir, layout.HISTORY_FILE), "w") as f:
@@ -267,4 +308,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   signatures.export_serving_model(model, tf_transform_output,
                                   fn_args.serving_model_dir, task,
                                   training.image_size,
-                                  gradcam_layer=gradcam_layer)
+                                  gradcam_layer=gradcam_layer,
+                                  threshold=record["operating_point"][
+                                      "threshold"])

@@ -1,6 +1,6 @@
 """TFMA evaluation config: metrics, slices and the blessing thresholds."""
 
-from typing import Optional
+from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
 
@@ -36,7 +36,7 @@ BINARY_SLICE_FEATURES = (contract.DIAGNOSIS_KEY,)
 
 
 def _metric(class_name: str, lower_bound: Optional[float],
-            thresholds: bool = True) -> tfma.MetricConfig:
+            thresholds: bool = True, config: str = "") -> tfma.MetricConfig:
   """A metric gating blessing (floor and no regression) unless bound is None.
 
   A floor of 0 still gates: it keeps the no-regression rule, and the
@@ -45,29 +45,87 @@ def _metric(class_name: str, lower_bound: Optional[float],
   per_slice = []
   if thresholds and lower_bound is not None:
     per_slice = [_overall_threshold(lower_bound)]
-  return tfma.MetricConfig(class_name=class_name,
+  return tfma.MetricConfig(class_name=class_name, config=config,
                            per_slice_thresholds=per_slice)
+
+
+# Metrics at the model's operating point: the same TFMA metrics on the
+# served decision (serving_tf_example's 0/1 `pneumonia_decision`), named
+# apart from their namesakes at 0.5 on the probability. Summary and report
+# read them by these names.
+AT_THRESHOLD = "_at_threshold"
+ACCURACY_AT_THRESHOLD = "binary_accuracy" + AT_THRESHOLD
+RECALL_AT_THRESHOLD = "recall" + AT_THRESHOLD  # sensitivity
+SPECIFICITY_AT_THRESHOLD = "specificity" + AT_THRESHOLD
+# TFMA's operating-point curves on the probability, for comparison with the
+# chosen threshold's figures.
+SPECIFICITY_AT_SENSITIVITY = 0.95
+SENSITIVITY_AT_SPECIFICITY = 0.90
+
+
+def _named(name: str) -> str:
+  """A MetricConfig's config naming the metric."""
+  return f'"name": "{name}"'
+
+
+def _at_threshold_metrics(gates: settings.GateSettings,
+                          thresholds: bool) -> List[tfma.MetricConfig]:
+  """Accuracy, sensitivity, specificity, precision and the confusion
+  counts of the served decision; the binary floors apply here."""
+  gate = dict(thresholds=thresholds)
+  return [
+      _metric("BinaryAccuracy", gates.min_accuracy,
+              config=_named(ACCURACY_AT_THRESHOLD), **gate),
+      # A floor of 0 means none: it would only add a no-regression rule.
+      _metric("Recall", gates.min_recall or None,
+              config=_named(RECALL_AT_THRESHOLD), **gate),
+      _metric("Specificity", gates.min_specificity or None,
+              config=_named(SPECIFICITY_AT_THRESHOLD), **gate),
+      tfma.MetricConfig(class_name="Precision",
+                        config=_named("precision" + AT_THRESHOLD)),
+  ] + [tfma.MetricConfig(class_name=c, config=_named(
+      f"{snake}{AT_THRESHOLD}")) for c, snake in (
+          ("TruePositives", "true_positives"),
+          ("FalsePositives", "false_positives"),
+          ("TrueNegatives", "true_negatives"),
+          ("FalseNegatives", "false_negatives"))]
+
+
+def evaluation_options(confidence_intervals: bool) -> tfma.Options:
+  """TFMA options: Poisson bootstrap 95% intervals when asked for."""
+  options = tfma.Options()
+  if confidence_intervals:
+    options.compute_confidence_intervals.value = True
+    options.confidence_intervals.method = (
+        tfma.ConfidenceIntervalOptions.POISSON_BOOTSTRAP)
+  return options
 
 
 def make_eval_config(task: str,
                      gates: settings.GateSettings = settings.GateSettings(),
-                     thresholds: bool = True) -> tfma.EvalConfig:
+                     thresholds: bool = True,
+                     confidence_intervals: bool = True) -> tfma.EvalConfig:
   """Metrics overall and per slice; floors on the overall slice gate blessing.
 
-  Binary: accuracy, loss, ROC AUC and PR AUC, precision, recall
-  (sensitivity), specificity and the confusion matrix at 0.5, calibration.
-  3-class: accuracy, loss, one-vs-rest AUC and per-class precision and recall
-  (of the arg-max class), the confusion matrix. The gates' `min_auc` and
-  `min_recall` apply to the binary task; the 3-class task is gated on
-  accuracy. thresholds=False: no floors and no regression rule (cross-data
-  scoring).
+  Binary: on the probability, ROC AUC and PR AUC, loss, calibration,
+  specificity at sensitivity 0.95 and sensitivity at specificity 0.90, and
+  accuracy, precision, recall (sensitivity), specificity and the confusion
+  matrix at 0.5; the same four and the confusion matrix at the model's own
+  operating point (`*_at_threshold`, the served decision). The floors
+  `min_accuracy`, `min_recall` and `min_specificity` apply at the operating
+  point, `min_auc` to the AUC. 3-class: accuracy, loss, one-vs-rest AUC and
+  per-class precision and recall (of the arg-max class), the confusion
+  matrix; gated on accuracy. thresholds=False: no floors and no regression
+  rule (cross-data scoring). confidence_intervals: TFMA's Poisson bootstrap
+  95% intervals on every metric; blessing stays on the point estimates.
   """
   contract.check_task(task)
   gate = dict(thresholds=thresholds)
+  at_threshold = []
   if task == contract.BINARY:
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
-        _metric("BinaryAccuracy", gates.min_accuracy, **gate),
+        tfma.MetricConfig(class_name="BinaryAccuracy"),
         _metric("AUC", gates.min_auc, **gate),
         tfma.MetricConfig(class_name="AUC",
                           config='"curve": "PR", "name": "auc_pr"'),
@@ -75,16 +133,24 @@ def make_eval_config(task: str,
                           config='"name": "loss"'),
         # At the 0.5 threshold: recall is sensitivity.
         tfma.MetricConfig(class_name="Precision"),
-        # Gates only when asked for: at 0 it would add a no-regression rule.
-        _metric("Recall", gates.min_recall or None, **gate),
+        tfma.MetricConfig(class_name="Recall"),
         tfma.MetricConfig(class_name="Specificity"),
         # The confusion matrix at 0.5, as four numbers every slice keeps.
         tfma.MetricConfig(class_name="TruePositives"),
         tfma.MetricConfig(class_name="FalsePositives"),
         tfma.MetricConfig(class_name="TrueNegatives"),
         tfma.MetricConfig(class_name="FalseNegatives"),
+        tfma.MetricConfig(
+            class_name="SpecificityAtSensitivity",
+            config=f'"sensitivity": {SPECIFICITY_AT_SENSITIVITY}'),
+        tfma.MetricConfig(
+            class_name="SensitivityAtSpecificity",
+            config=f'"specificity": {SENSITIVITY_AT_SPECIFICITY}'),
         tfma.MetricConfig(class_name="CalibrationPlot"),
     ]
+    at_threshold = [tfma.MetricsSpec(
+        metrics=_at_threshold_metrics(gates, thresholds),
+        output_names=[contract.PNEUMONIA_DECISION])]
     slice_features = SLICE_FEATURES + BINARY_SLICE_FEATURES
   else:
     metrics = [
@@ -95,7 +161,10 @@ def make_eval_config(task: str,
         tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
     ]
     slice_features = SLICE_FEATURES
-  metrics_specs = [tfma.MetricsSpec(metrics=metrics)]
+  # The exported model answers a dict; each spec names the output it scores.
+  metrics_specs = [tfma.MetricsSpec(metrics=metrics,
+                                    output_names=[contract.OUTPUTS])]
+  metrics_specs += at_threshold
   if task == contract.MULTICLASS:
     # One-vs-rest per class (normal, bacterial, viral); top_k 1 makes
     # precision and recall those of the arg-max prediction. Except on exact
@@ -109,8 +178,10 @@ def make_eval_config(task: str,
                                    config='"top_k": 1'),
                  tfma.MetricConfig(class_name="Recall", config='"top_k": 1')],
         binarize=tfma.BinarizationOptions(
-            class_ids={"values": list(range(contract.class_count(task)))})))
+            class_ids={"values": list(range(contract.class_count(task)))}),
+        output_names=[contract.OUTPUTS]))
   return tfma.EvalConfig(
+      options=evaluation_options(confidence_intervals),
       model_specs=[tfma.ModelSpec(signature_name=contract.TF_EXAMPLE,
                                   label_key=contract.LABEL_KEY,
                                   preprocessing_function_names=[])],

@@ -57,7 +57,7 @@ def _trainer(model: str, task: str, training: settings_lib.TrainingSettings,
 
 def _model_branch(model: str, task: str, trainer, gates:
                   settings_lib.GateSettings, example_gen, serving_base: str,
-                  cross_example_gen=None):
+                  cross_example_gen=None, confidence_intervals: bool = True):
   """Trainer -> Evaluator (baseline: this model's latest blessed) -> Pusher.
 
   With cross_example_gen, a CrossEvaluator also scores the trained model on
@@ -82,7 +82,8 @@ def _model_branch(model: str, task: str, trainer, gates:
       model=trainer.outputs["model"],
       baseline_model=model_resolver.outputs["model"],
       example_splits=[contract.TEST],
-      eval_config=eval_config.make_eval_config(task, gates),
+      eval_config=eval_config.make_eval_config(
+          task, gates, confidence_intervals=confidence_intervals),
   ).with_id(layout.node_id(layout.EVALUATOR, model))
   nodes = [trainer, model_resolver, evaluator]
   if cross_example_gen is not None:
@@ -90,7 +91,9 @@ def _model_branch(model: str, task: str, trainer, gates:
         examples=cross_example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         example_splits=[contract.TEST],
-        eval_config=eval_config.make_eval_config(task, thresholds=False),
+        eval_config=eval_config.make_eval_config(
+            task, thresholds=False,
+            confidence_intervals=confidence_intervals),
     ).with_id(layout.node_id(layout.CROSS_EVALUATOR, model)))
 
   pusher = tfx.components.Pusher(
@@ -172,7 +175,8 @@ def create_pipeline(
     trainer = _trainer(model, task, training, transform_component,
                        vertex_training, trainer_platform_config)
     branches += _model_branch(model, task, trainer, gates, example_gen,
-                              serving_base, cross_example_gen)
+                              serving_base, cross_example_gen,
+                              run.confidence_intervals)
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,

@@ -7,7 +7,8 @@ context, cached ones included), so a summary never mixes runs.
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional
+import re
+from typing import Dict, List, Optional, Tuple
 
 from google.protobuf import text_format
 from ml_metadata import metadata_store
@@ -17,11 +18,18 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 
 from components import image_example_gen
+from pipeline import eval_config
 from schema import layout
 
 # Metrics the one-line summaries show; the report shows every metric.
 _HEADLINE = ("example_count", "binary_accuracy", "sparse_categorical_accuracy",
-             "auc", "auc_pr", "loss", "precision", "recall", "specificity")
+             "auc", "auc_pr", "loss", "precision", "recall", "specificity",
+             eval_config.ACCURACY_AT_THRESHOLD, eval_config.RECALL_AT_THRESHOLD,
+             eval_config.SPECIFICITY_AT_THRESHOLD,
+             "specificity_at_sensitivity", "sensitivity_at_specificity")
+# slice -> metric -> value, and the same for (lower, upper) 95% bounds.
+Metrics = Dict[str, Dict[str, float]]
+Intervals = Dict[str, Dict[str, Tuple[float, float]]]
 # Executions whose outputs are there: run now, or taken from the cache.
 _DONE = (metadata_store_pb2.Execution.COMPLETE,
          metadata_store_pb2.Execution.CACHED)
@@ -48,29 +56,77 @@ class ModelResult:
   cross_metrics: Dict[str, Dict[str, float]] = dataclasses.field(
       default_factory=dict)
   cross_evaluation_uri: Optional[str] = None
+  # 95% bootstrap intervals of the metrics above, where TFMA computed them.
+  intervals: Intervals = dataclasses.field(default_factory=dict)
+  cross_intervals: Intervals = dataclasses.field(default_factory=dict)
+  # The blessing floors: (metric, floor) on the whole test split.
+  floors: List[Tuple[str, float]] = dataclasses.field(default_factory=list)
+  # history.json's calibration and operating point, when the Trainer wrote
+  # them.
+  calibration: Optional[dict] = None
+  operating_point: Optional[dict] = None
+
+  def _shown(self, name: str, value: float, interval) -> str:
+    if name == "example_count":
+      return f"{name} {value:.0f}"
+    text = f"{name} {value:.4f}"
+    if interval is not None:
+      text += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
+    return text
 
   def lines(self) -> List[str]:
     out = [f"  model {self.model}:"]
+    if self.operating_point:
+      op = self.operating_point
+      text = (f"    operating point: {op['rule']} on the eval split -> "
+              f"threshold {op['threshold']:.4f} (eval sensitivity "
+              f"{op['eval_sensitivity']:.4f}, specificity "
+              f"{op['eval_specificity']:.4f})")
+      if op.get("note"):
+        text += f" NOTE: {op['note']}"
+      if self.calibration and self.calibration["method"] != "none":
+        text += (f"; temperature {self.calibration['temperature']:.3f} "
+                 f"(eval ECE {self.calibration['before']['ece']:.4f} -> "
+                 f"{self.calibration['after']['ece']:.4f})")
+        if self.calibration.get("note"):
+          text += f" NOTE: {self.calibration['note']}"
+      out.append(text)
     # Overall first. A per-label slice holds one class: its accuracy is the
     # class's recall, and AUC, precision, recall, specificity are undefined.
     for slice_name, values in sorted(
         self.metrics.items(), key=lambda kv: (kv[0] != "Overall", kv[0])):
+      bounds = self.intervals.get(slice_name, {})
       shown = ", ".join(
-          f"{k} {v:.4f}" if k != "example_count" else f"{k} {v:.0f}"
+          self._shown(k, v, bounds.get(k) if slice_name == "Overall"
+                      else None)
           for k, v in sorted(values.items())
           if (slice_name == "Overall" and (k in _HEADLINE or "classId" in k))
           or k in ("example_count", "loss") or "accuracy" in k)
       out.append(f"    test metrics [{slice_name}]: {shown}")
     cross = self.cross_metrics.get("Overall")
     if cross:
+      bounds = self.cross_intervals.get("Overall", {})
       out.append("    cross-data metrics [Overall]: " + ", ".join(
-          f"{k} {v:.4f}" if k != "example_count" else f"{k} {v:.0f}"
+          self._shown(k, v, bounds.get(k))
           for k, v in sorted(cross.items()) if k in _HEADLINE))
     if self.blessed is not None:
       out.append("    blessed: " + ("yes" if self.blessed else "NO"))
       out.extend(f"      failed: {f}" for f in self.failed_thresholds)
+      out.extend(f"      uncertain: {u}" for u in self.uncertain_floors())
     out.append("    pushed model: "
                + (_short(self.pushed_model) if self.pushed_model else "none"))
+    return out
+
+  def uncertain_floors(self) -> List[str]:
+    """The floors lying inside their metric's 95% interval: blessing went
+    by the point estimate, which this test split cannot pin down."""
+    out = []
+    overall = self.intervals.get("Overall", {})
+    for name, floor in self.floors:
+      bounds = overall.get(name)
+      if bounds is not None and bounds[0] <= floor <= bounds[1]:
+        out.append(f"the floor {floor:g} on {name} lies inside its 95% "
+                   f"interval [{bounds[0]:.4f}, {bounds[1]:.4f}]")
     return out
 
 
@@ -125,21 +181,56 @@ def _slice_name(slice_key) -> str:
   return tfma.slicer.stringify_slice_key(slice_key) or "Overall"
 
 
-def read_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
-  """slice -> metric name -> value, from an Evaluator output folder."""
+def read_evaluation(evaluation_uri: str) -> Tuple[Metrics, Intervals]:
+  """(slice -> metric name -> value, slice -> metric name -> 95% bounds)
+  from an Evaluator output folder. Metric names are unique across the
+  model's outputs (eval_config names the operating point's apart)."""
   result = tfma.load_eval_result(evaluation_uri)
-  out = {}
+  metrics_out, intervals_out = {}, {}
   for slice_key, by_output in result.slicing_metrics:
-    values = {}
+    values, bounds = {}, {}
     for by_sub_key in by_output.values():
       # sub_key is "" or, for per-class metrics, e.g. "classId:2".
       for sub_key, metrics in by_sub_key.items():
         for name, value in metrics.items():
+          key = f"{name} {sub_key}" if sub_key else name
           if "doubleValue" in value:
-            key = f"{name} {sub_key}" if sub_key else name
             values[key] = float(value["doubleValue"])
-    out[_slice_name(slice_key)] = values
-  return out
+          elif "boundedValue" in value:
+            bounded = value["boundedValue"]
+            values[key] = float(bounded.get("value", 0.0))
+            bounds[key] = (float(bounded.get("lowerBound", 0.0)),
+                           float(bounded.get("upperBound", 0.0)))
+    name = _slice_name(slice_key)
+    metrics_out[name], intervals_out[name] = values, bounds
+  return metrics_out, intervals_out
+
+
+def read_metrics(evaluation_uri: str) -> Metrics:
+  """slice -> metric name -> value (the point estimates)."""
+  return read_evaluation(evaluation_uri)[0]
+
+
+def read_floors(evaluation_uri: str) -> List[Tuple[str, float]]:
+  """(metric name, lower bound) of every floor the Evaluator applied."""
+  config = tfma.load_eval_result(evaluation_uri).config
+  floors = []
+  for spec in config.metrics_specs:
+    for metric in spec.metrics:
+      for per_slice in metric.per_slice_thresholds:
+        value = per_slice.threshold.value_threshold
+        if value.HasField("lower_bound"):
+          name = (json.loads("{" + metric.config + "}").get("name")
+                  if metric.config else None)
+          floors.append((name or _default_name(metric.class_name),
+                         value.lower_bound.value))
+  return floors
+
+
+def _default_name(class_name: str) -> str:
+  """The default name TFMA and Keras give a metric class: AUC -> auc,
+  BinaryAccuracy -> binary_accuracy."""
+  return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", class_name).lower()
 
 
 def failed_thresholds(evaluation_uri: str) -> List[str]:
@@ -232,9 +323,15 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
       node_seconds = seconds.get(layout.node_id(component, model))
       if node_seconds is not None:
         branch_seconds[component] = node_seconds
+    metrics, intervals = (read_evaluation(evaluation.uri) if evaluation
+                          else ({}, {}))
+    cross_metrics, cross_intervals = (read_evaluation(cross.uri) if cross
+                                      else ({}, {}))
     results[model] = ModelResult(
         model=model,
-        metrics=read_metrics(evaluation.uri) if evaluation else {},
+        metrics=metrics,
+        intervals=intervals,
+        floors=read_floors(evaluation.uri) if evaluation else [],
         blessed=blessed,
         failed_thresholds=(failed_thresholds(evaluation.uri)
                            if evaluation and blessed is False else []),
@@ -243,8 +340,12 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
         model_run_uri=model_run.uri if model_run else None,
         evaluation_uri=evaluation.uri if evaluation else None,
         seconds=branch_seconds,
-        cross_metrics=read_metrics(cross.uri) if cross else {},
+        cross_metrics=cross_metrics,
+        cross_intervals=cross_intervals,
         cross_evaluation_uri=cross.uri if cross else None)
+    history = read_history(results[model]) or {}
+    results[model].calibration = history.get("calibration")
+    results[model].operating_point = history.get("operating_point")
   return RunSummary(
       pipeline_name=pipeline_name,
       run_id=run.name,

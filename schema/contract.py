@@ -24,6 +24,9 @@ CLASS_NAMES: Dict[str, Tuple[str, ...]] = {
 }
 # The class a binary model's sigmoid output is the probability of.
 POSITIVE_CLASS = CLASS_NAMES[BINARY].index(PNEUMONIA)
+# Every task's class of healthy lungs; any other class is pneumonia.
+NORMAL_CLASS = 0
+assert all(names[NORMAL_CLASS] == NORMAL for names in CLASS_NAMES.values())
 
 
 def check_task(task: str) -> str:
@@ -78,6 +81,13 @@ PROBABILITIES = "probabilities"  # [batch, classes]
 CLASS_ID = "class_id"  # [batch]
 CLASS_NAME = "class_name"  # [batch]
 OUTPUTS = "outputs"  # serving_tf_example: the model's own output
+# The screening decision at the model's operating point, in every task:
+# pneumonia of any kind (1 - P(normal)) against the threshold chosen on the
+# eval split. Binary models name the decided class in class_id too.
+PNEUMONIA_PROBABILITY = "pneumonia_probability"  # [batch] float32
+THRESHOLD = "threshold"  # [batch] float32, the same value in every row
+PNEUMONIA_DECISION = "pneumonia_decision"  # [batch] 0/1 (float32 in
+# serving_tf_example, where TFMA scores it as a prediction; int64 elsewhere)
 HEATMAP = "heatmap"  # gradcam: [batch, S, S] in [0, 1]
 OVERLAY_PNG = "overlay_png"  # gradcam: [batch] PNG bytes
 # TF Serving's GetModelMetadata: the one metadata field there is.

@@ -65,6 +65,26 @@ def parse_model_list(text: str) -> Tuple[str, ...]:
 
 MIXED_PRECISION = ("", "float16", "bfloat16")
 CLASS_WEIGHTS = ("none", "balanced")
+CALIBRATIONS = ("temperature", "none")
+# How the decision threshold is chosen on the eval split: the highest one
+# reaching a sensitivity, the lowest one reaching a specificity, or given.
+OPERATING_RULES = ("sensitivity", "specificity", "threshold")
+
+
+def parse_operating_point(text: str) -> Tuple[str, float]:
+  """'sensitivity=0.95' -> ('sensitivity', 0.95); checked."""
+  rule, _, value = text.partition("=")
+  rule = rule.strip()
+  try:
+    number = float(value)
+  except ValueError:
+    number = None
+  _check(rule in OPERATING_RULES and number is not None,
+         f"operating point must be RULE=VALUE with RULE one of "
+         f"{OPERATING_RULES}, e.g. sensitivity=0.95; got {text!r}")
+  _check(0.0 < number < 1.0, f"the operating point's {rule} must lie "
+         f"strictly between 0 and 1, got {number:g}")
+  return rule, number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +119,15 @@ class TrainingSettings:
   gradcam_layer: str = setting(
       "", "layer the gradcam signature explains (default: each model's "
       "last convolutional feature map)")
+  operating_point: str = setting(
+      "sensitivity=0.95", "the served decision's threshold on P(pneumonia), "
+      "chosen on the eval split (never test): sensitivity=S (the highest "
+      "threshold reaching S), specificity=S (the lowest reaching S) or "
+      "threshold=T")
+  calibration: str = setting(
+      "temperature", "temperature scaling of the model's logits, fitted on "
+      "the eval split and saved in the model; none: the raw outputs",
+      choices=CALIBRATIONS)
 
   def __post_init__(self):
     _check(self.image_size >= 32, f"image_size must be at least 32 px, got "
@@ -113,15 +142,26 @@ class TrainingSettings:
            f"{self.learning_rate}")
     _check_choice("class_weight", self.class_weight, CLASS_WEIGHTS)
     _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+    _check_choice("calibration", self.calibration, CALIBRATIONS)
+    parse_operating_point(self.operating_point)
+
+  @property
+  def operating_rule(self) -> Tuple[str, float]:
+    """The operating point as (rule, value)."""
+    return parse_operating_point(self.operating_point)
 
 
 @dataclasses.dataclass(frozen=True)
 class GateSettings:
-  """Blessing floors on the test split; a model under one is not pushed."""
+  """Blessing floors on the test split's point estimates; a model under one
+  is not pushed. Binary accuracy and sensitivity are taken at the model's
+  operating point."""
   min_accuracy: float = setting(0.75, "blessing floor on test accuracy")
   min_auc: float = setting(0.95, "blessing floor on test AUC (binary task)")
   min_recall: float = setting(
       0.90, "blessing floor on test sensitivity (binary task; 0: no floor)")
+  min_specificity: float = setting(
+      0.0, "blessing floor on test specificity (binary task; 0: no floor)")
 
   def __post_init__(self):
     # A floor above 1 blesses nothing, which tests use; below 0 is a typo.
@@ -151,6 +191,9 @@ class RunSettings:
   enable_cache: bool = setting(
       True, "re-run every component even if its inputs are unchanged",
       flag="--no-cache")
+  confidence_intervals: bool = setting(
+      True, "skip the Evaluator's bootstrap confidence intervals (95%, "
+      "TFMA's Poisson bootstrap) on every metric", flag="--no-intervals")
 
   def __post_init__(self):
     object.__setattr__(self, "models", check_model_names(self.models))

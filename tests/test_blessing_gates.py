@@ -1,15 +1,21 @@
 """The blessing gates as TFMA's own validator applies them: the floors of
---min-accuracy/--min-auc/--min-recall, 0 turning the recall floor off, and
-the no-regression rule against the latest blessed model."""
+--min-accuracy/--min-auc/--min-recall/--min-specificity (binary accuracy,
+sensitivity and specificity at the model's operating point), 0 turning the
+recall and specificity floors off, and the no-regression rule against the
+latest blessed model."""
 
 import pytest
 from tensorflow_model_analysis.evaluators import metrics_validator
 from tensorflow_model_analysis.metrics import metric_specs
 
 from pipeline import eval_config
+from schema import contract
 from schema import settings
 
-GOOD = {"binary_accuracy": 0.90, "auc": 0.97, "recall": 0.93}
+ACCURACY = eval_config.ACCURACY_AT_THRESHOLD
+RECALL = eval_config.RECALL_AT_THRESHOLD
+SPECIFICITY = eval_config.SPECIFICITY_AT_THRESHOLD
+GOOD = {ACCURACY: 0.90, "auc": 0.97, RECALL: 0.93, SPECIFICITY: 0.8}
 
 
 def _failures(gates, values, diffs=None, task="binary"):
@@ -36,18 +42,34 @@ def test_a_model_above_every_floor_is_blessed():
 
 
 @pytest.mark.parametrize("metric,value,gates", [
-    ("binary_accuracy", 0.70, settings.GateSettings()),
+    (ACCURACY, 0.70, settings.GateSettings()),
     ("auc", 0.94, settings.GateSettings(min_auc=0.95)),
-    ("recall", 0.85, settings.GateSettings(min_recall=0.90)),
+    (RECALL, 0.85, settings.GateSettings(min_recall=0.90)),
+    (SPECIFICITY, 0.75, settings.GateSettings(min_specificity=0.9)),
 ])
 def test_a_model_under_a_floor_is_refused(metric, value, gates):
   assert _failures(gates, {**GOOD, metric: value}) == {metric}
 
 
-def test_a_recall_floor_of_zero_is_no_gate_at_all():
-  # Not even the no-regression rule: the recall may fall.
-  assert _failures(settings.GateSettings(min_recall=0.0),
-                   {**GOOD, "recall": 0.1}, {"recall": -0.5}) == set()
+@pytest.mark.parametrize("metric,gates", [
+    (RECALL, settings.GateSettings(min_recall=0.0)),
+    (SPECIFICITY, settings.GateSettings(min_specificity=0.0))])
+def test_a_floor_of_zero_is_no_gate_at_all(metric, gates):
+  # Not even the no-regression rule: the metric may fall.
+  assert _failures(gates, {**GOOD, metric: 0.1}, {metric: -0.5}) == set()
+
+
+def test_the_floors_apply_at_the_operating_point_not_at_half():
+  # The same names at 0.5 carry no floor: only the served decision counts.
+  config = eval_config.make_eval_config("binary", settings.GateSettings(
+      min_specificity=0.5))
+  keys = metric_specs.metric_thresholds_from_metrics_specs(
+      config.metrics_specs, eval_config=config)
+  gated = {(k.name, k.output_name) for k in keys if not k.is_diff}
+  assert gated == {(ACCURACY, contract.PNEUMONIA_DECISION),
+                   (RECALL, contract.PNEUMONIA_DECISION),
+                   (SPECIFICITY, contract.PNEUMONIA_DECISION),
+                   ("auc", contract.OUTPUTS)}
 
 
 def test_falling_more_than_the_tolerance_below_the_blessed_model_is_refused():

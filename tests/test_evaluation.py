@@ -1,14 +1,19 @@
 """TFMA metrics and slices in the pipeline, and cross-data-set evaluation."""
 
 import csv
+import glob
 import os
 
+import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
+from components import operating_point
 from pipeline import eval_config
 from pipeline import runner
 from pipeline import summary
+from schema import contract
 from schema import layout
 from schema import settings
 
@@ -84,7 +89,8 @@ def _binary_test_counts(data):
           "viral": sum("_virus_" in n for n in names)}
 
 
-CROSS_RUN = settings.RunSettings(models=("cnn",))
+# Intervals are the synthetic pipeline's to show; these runs skip them.
+CROSS_RUN = settings.RunSettings(models=("cnn",), confidence_intervals=False)
 CROSS_TRAINING = settings.TrainingSettings(image_size=58, epochs=1,
                                            batch_size=8)
 CROSS_GATES = settings.GateSettings(0.0, 0.0, 0.0)
@@ -124,3 +130,65 @@ def test_cross_data_evaluation_maps_the_labels(task, real_binary_subset,
   # own data set's.
   assert f"source:{os.path.basename(cross)}" in cross_metrics
   assert f"source:{os.path.basename(data)}" in result.models["cnn"].metrics
+
+
+def _split_scores(examples_uri, split, model_dir):
+  """(P(pneumonia) of the exported model, labels) over one ingested split."""
+  files = glob.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+  records = list(tf.data.TFRecordDataset(files, compression_type="GZIP")
+                 .as_numpy_iterator())
+  labels = [tf.train.Example.FromString(r).features.feature[
+      contract.LABEL_KEY].int64_list.value[0] for r in records]
+  scored = tf.saved_model.load(model_dir).signatures[contract.TF_EXAMPLE](
+      examples=tf.constant(records))
+  return scored[contract.OUTPUTS].numpy()[:, 0], np.array(labels)
+
+
+def test_the_threshold_is_chosen_on_the_eval_split_only(synthetic_pipeline):
+  metadata = os.path.join(synthetic_pipeline["output"], "metadata.sqlite")
+  result = summary.summarize(metadata, layout.pipeline_name("binary"))
+  model = result.models[synthetic_pipeline["model"]]
+  op = model.operating_point
+  assert op["rule"] == settings.TrainingSettings().operating_point
+  examples = summary.evaluated_examples_uri(metadata, model.evaluation_uri)
+  chosen = {}
+  for split in (contract.EVAL, contract.TEST):
+    scores, labels = _split_scores(examples, split,
+                                   synthetic_pipeline["pushed_model"])
+    chosen[split] = operating_point.choose_threshold(
+        scores, operating_point.is_pneumonia(labels),
+        settings.parse_operating_point(op["rule"]))
+  # What the eval split gives, and not what the test split would have.
+  assert op["threshold"] == pytest.approx(chosen[contract.EVAL], abs=1e-6)
+  assert chosen[contract.TEST] != pytest.approx(op["threshold"], abs=1e-6)
+  # The served model carries it.
+  served = tf.saved_model.load(synthetic_pipeline["pushed_model"]).signatures[
+      contract.SERVING_DEFAULT](images=tf.constant([open(glob.glob(
+          os.path.join(synthetic_pipeline["data"], "**", "*.jpeg"),
+          recursive=True)[0], "rb").read()]))
+  assert served[contract.THRESHOLD].numpy()[0] == pytest.approx(
+      op["threshold"])
+
+
+def test_operating_point_metrics_and_their_intervals(synthetic_pipeline):
+  metadata = os.path.join(synthetic_pipeline["output"], "metadata.sqlite")
+  result = summary.summarize(metadata, layout.pipeline_name("binary"))
+  model = result.models[synthetic_pipeline["model"]]
+  overall, bounds = model.metrics["Overall"], model.intervals["Overall"]
+  at = [eval_config.ACCURACY_AT_THRESHOLD, eval_config.RECALL_AT_THRESHOLD,
+        eval_config.SPECIFICITY_AT_THRESHOLD, "specificity_at_sensitivity",
+        "sensitivity_at_specificity"]
+  assert set(at) <= set(overall), sorted(overall)
+  # The served decision's confusion counts add up to the test split.
+  cells = sum(overall[k + eval_config.AT_THRESHOLD] for k in (
+      "true_positives", "false_positives", "true_negatives",
+      "false_negatives"))
+  assert cells == overall["example_count"]
+  for name in at + ["auc", "binary_accuracy"]:
+    low, high = bounds[name]
+    assert low - 1e-9 <= overall[name] <= high + 1e-9, (name, low, high)
+  lines = "\n".join(result.lines())
+  assert "operating point: sensitivity=0.95 on the eval split" in lines
+  assert f"auc {overall['auc']:.4f} [{bounds['auc'][0]:.4f}, " in lines
+  assert model.calibration["after"]["nll"] <= (
+      model.calibration["before"]["nll"] + 1e-9)

@@ -52,7 +52,7 @@ def compile_spec(output_file: str, data_root: str, pipeline_root: str,
       # not reachable here.
       cloud=settings.CloudSettings(engine="vertex", image="local/cxr-tfx:test",
                                    gpu=settings.NO_GPU, beam_runner="direct"),
-      run=settings.RunSettings(models=(MODEL,)),
+      run=settings.RunSettings(models=(MODEL,), confidence_intervals=False),
       training=settings.TrainingSettings(image_size=64, epochs=1,
                                          batch_size=16, seed=7),
       gates=settings.GateSettings(0.0, 0.0, 0.0))

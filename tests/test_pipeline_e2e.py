@@ -16,7 +16,7 @@ from schema import contract
 from schema import layout
 from schema import settings
 
-RUN = settings.RunSettings(models=("cnn",))
+RUN = settings.RunSettings(models=("cnn",), confidence_intervals=False)
 TRAINING = settings.TrainingSettings(image_size=64, epochs=12, batch_size=16,
                                      seed=1)
 GATES = settings.GateSettings(min_accuracy=0.8, min_auc=0.9, min_recall=0.0)

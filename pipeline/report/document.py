@@ -10,6 +10,7 @@ import math
 import re
 from typing import List, Optional, Sequence
 
+from pipeline import eval_config
 from schema import contract
 
 # The pictures' folder inside the report folder; block paths are relative
@@ -120,9 +121,17 @@ def format_value(value, key: str = "") -> str:
   """4 decimals for metrics, whole numbers for counts, '–' for none/NaN."""
   if not is_number(value):
     return MISSING
-  if key in COUNT_KEYS:
+  if key.removesuffix(eval_config.AT_THRESHOLD) in COUNT_KEYS:
     return f"{value:.0f}"
   return f"{value:.4f}"
+
+
+def format_interval(value, interval, key: str = "") -> str:
+  """'0.9340 [0.9050, 0.9580]': a value and its 95% interval, when known."""
+  text = format_value(value, key)
+  if interval is not None and is_number(value):
+    text += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
+  return text
 
 
 def format_seconds(value: Optional[float]) -> str:

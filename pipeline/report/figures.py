@@ -12,6 +12,7 @@ import tensorflow_model_analysis as tfma
 from tfx.dsl.io import fileio
 
 from components import training_curves
+from pipeline import eval_config
 from pipeline import summary as summary_lib
 from pipeline.report import document as doc
 from schema import contract
@@ -41,11 +42,18 @@ def confusion_matrix(task: str, overall: Dict[str, float], plots: dict,
                      ) -> Tuple[Optional[np.ndarray], str]:
   """(counts [true, predicted], where they came from) or (None, why not).
 
-  Binary: TFMA's confusion-matrix plot at the threshold nearest 0.5, else
+  Binary: the counts at the model's operating point, else TFMA's
+  confusion-matrix plot at the threshold nearest 0.5, else
   the true/false positive/negative metrics, else recall and specificity
   times the per-label example counts. 3-class: the multi-class plot.
   """
   if task == contract.BINARY:
+    at = [k + eval_config.AT_THRESHOLD for k in (
+        "true_negatives", "false_positives", "false_negatives",
+        "true_positives")]
+    if all(doc.is_number(overall.get(k)) for k in at):
+      return (np.array([overall[k] for k in at], dtype=float).reshape(2, 2),
+              "TFMA counts of the served decision, at the operating point")
     plot = plots.get("confusionMatrixAtThresholds")
     if plot and plot.get("matrices"):
       m = min(plot["matrices"],
@@ -166,3 +174,44 @@ def curves_figure(task: str, name: str, result: summary_lib.ModelResult,
                     f"training curves of {name}",
                     "Training and validation accuracy and loss per epoch; "
                     "the dotted line marks the exported epoch.", "curves")
+
+
+def plot_reliability(calibration: dict, title: str) -> bytes:
+  """PNG: accuracy against confidence per bin, before and after scaling."""
+  figure, ax = plt.subplots(figsize=(4.2, 3.6), dpi=2 * _CSS_DPI)
+  ax.plot([0, 1], [0, 1], ":", color="#8c959f", label="perfect")
+  for key, style in (("before", "o--"), ("after", "s-")):
+    bins = [b for b in calibration[key]["reliability"] if b["count"]]
+    measures = calibration[key]
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins],
+            style, label=f"{key}: ECE {measures['ece']:.3f}, Brier "
+            f"{measures['brier']:.3f}")
+  ax.set_xlabel("confidence (top class)")
+  ax.set_ylabel("accuracy")
+  ax.set_xlim(0, 1)
+  ax.set_ylim(0, 1.02)
+  ax.legend(fontsize=8, loc="upper left")
+  ax.set_title(title, fontsize=10)
+  figure.tight_layout()
+  buf = io.BytesIO()
+  figure.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.08)
+  plt.close(figure)
+  return buf.getvalue()
+
+
+def reliability_figure(task: str, name: str,
+                       result: summary_lib.ModelResult,
+                       images_dir: str) -> Optional[doc.Figure]:
+  """The reliability diagram of the Trainer's temperature scaling."""
+  calibration = result.calibration
+  if not calibration or "before" not in calibration:
+    return None
+  file_name = f"{task}_{name}_reliability.png"
+  with open(os.path.join(images_dir, file_name), "wb") as f:
+    f.write(plot_reliability(
+        calibration, f"{name}: temperature {calibration['temperature']:.2f}"))
+  return doc.Figure(
+      f"{doc.IMAGES_DIR}/{file_name}", f"reliability diagram of {name}",
+      "Eval split (where the temperature was fitted): accuracy against "
+      "confidence in ten bins, before and after temperature scaling.",
+      "curves")

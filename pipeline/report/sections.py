@@ -9,6 +9,7 @@ import dataclasses
 import os
 from typing import Dict, List, Optional, Sequence
 
+from pipeline import eval_config
 from pipeline import summary as summary_lib
 from pipeline.report import document as doc
 from pipeline.report import figures
@@ -24,7 +25,10 @@ _ACCURACY = {contract.BINARY: "binary_accuracy",
 # Metric names as the tables call them, for the blessing column.
 _SHORT_NAMES = {"binary_accuracy": "accuracy",
                 "sparse_categorical_accuracy": "accuracy",
-                "recall": "sensitivity", "auc": "AUC"}
+                "recall": "sensitivity", "auc": "AUC",
+                eval_config.ACCURACY_AT_THRESHOLD: "accuracy",
+                eval_config.RECALL_AT_THRESHOLD: "sensitivity",
+                eval_config.SPECIFICITY_AT_THRESHOLD: "specificity"}
 # Always-first columns of the slice tables; any other key follows, sorted.
 _PREFERRED_ORDER = ("example_count", "binary_accuracy",
                     "sparse_categorical_accuracy", "loss", "auc", "auc_pr",
@@ -67,12 +71,17 @@ def main_columns(task: str, metrics: Sequence[Dict[str, Dict[str, float]]],
   columns = [Column("example_count", "test images"),
              Column(accuracy, "accuracy"), Column("loss", "loss")]
   if task == contract.BINARY:
+    # At the models' operating points where evaluated there, else at 0.5.
+    def decided(key):
+      at = key + eval_config.AT_THRESHOLD
+      return at if at in present else key
+    columns[1] = Column(decided(accuracy), "accuracy")
     columns.append(Column("auc", "AUC"))
     columns += [c for c in (Column("auc_pr", "PR AUC"),
-                            Column("precision", "precision"))
+                            Column(decided("precision"), "precision"))
                 if c.key in present]
-    columns += [Column("recall", "sensitivity"),
-                Column("specificity", "specificity")]
+    columns += [Column(decided("recall"), "sensitivity"),
+                Column(decided("specificity"), "specificity")]
     return columns
   if not per_slice:
     # A class's recall is the accuracy on its label slice: exact, and there
@@ -135,7 +144,8 @@ def results_table(task: str, run: summary_lib.RunSummary) -> list:
   rows, keys = [], []
   for name, result in run.models.items():
     row = [doc.Cell(name)]
-    row += [doc.Cell(doc.format_value(c.value(result.metrics), c.key),
+    row += [doc.Cell(doc.format_interval(c.value(result.metrics),
+                                         c.value(result.intervals), c.key),
                      numeric=True) for c in columns]
     row.append(blessed_cell(result))
     row.append(doc.Cell(os.path.basename(result.pushed_model.rstrip("/"))
@@ -149,15 +159,37 @@ def results_table(task: str, run: summary_lib.RunSummary) -> list:
                 + ["blessed", "pushed version"],
                 rows, table_id=f"results-{task}", css="main", row_keys=keys)]
   if task == contract.BINARY:
-    blocks.append(doc.Para("Sensitivity is recall of pneumonia and "
-                           "specificity recall of normal, both at the 0.5 "
-                           "threshold."))
+    blocks.append(doc.Para(_decision_note(run)))
+  if any(r.intervals for r in run.models.values()):
+    blocks.append(doc.Para("In brackets: 95% confidence intervals (TFMA's "
+                           "Poisson bootstrap over the test split). "
+                           "Blessing goes by the point estimate."))
+  uncertain = [f"{name}: {u}" for name, r in run.models.items()
+               for u in r.uncertain_floors()]
+  if uncertain:
+    blocks += [doc.Para("Floors this test split cannot decide:"),
+               doc.BulletList(uncertain, css="note")]
   failures = [f"{name}: {f}" for name, r in run.models.items()
               for f in r.failed_thresholds]
   if failures:
     blocks += [doc.Para("Blessing floors missed:"),
                doc.BulletList(failures, css="no")]
   return blocks
+
+
+def _decision_note(run: summary_lib.RunSummary) -> str:
+  """Where accuracy, sensitivity and specificity are taken, per model."""
+  points = [f"{name}: {r.operating_point['rule']} on the eval split -> "
+            f"threshold {r.operating_point['threshold']:.4f}"
+            for name, r in run.models.items() if r.operating_point]
+  if not points:
+    return ("Sensitivity is recall of pneumonia and specificity recall of "
+            "normal, both at the 0.5 threshold.")
+  return ("Sensitivity is recall of pneumonia and specificity recall of "
+          "normal; accuracy, precision, sensitivity and specificity are "
+          "those of the served decision, at each model's operating point ("
+          + "; ".join(points) + "). The same at 0.5 are in each model's "
+          "table of every metric.")
 
 
 def cost_table(task: str, run: summary_lib.RunSummary) -> list:
@@ -283,6 +315,9 @@ def _model_section(task: str, name: str, result: summary_lib.ModelResult,
   curves = figures.curves_figure(task, name, result, images_dir)
   if curves:
     pictures.append(curves)
+  reliability = figures.reliability_figure(task, name, result, images_dir)
+  if reliability:
+    pictures.append(reliability)
   if pictures:
     blocks.append(doc.Figures(pictures))
   if result.metrics:

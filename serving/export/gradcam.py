@@ -113,14 +113,16 @@ def _logits(cam_model: keras.Model, head_input: tf.Tensor) -> tf.Tensor:
 
 def gradcam(cam_model: keras.Model, images: tf.Tensor,
             class_index: Optional[tf.Tensor] = None,
-            method=DEFAULT_METHOD) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            method=DEFAULT_METHOD,
+            threshold=None) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """Heat maps for a batch.
 
   Args:
     cam_model: from gradcam_model().
     images: float32 [batch, S, S, 3], the model's own input (0..255).
     class_index: int [batch] classes to explain; None or empty: each
-      image's predicted class.
+      image's predicted class (a binary model's: pneumonia when its
+      probability reaches `threshold`, default 0.5; else the arg-max).
     method: one of METHODS, a Python string or a string scalar tensor (the
       serving signature's input; an unknown name fails with
       InvalidArgumentError).
@@ -134,6 +136,9 @@ def gradcam(cam_model: keras.Model, images: tf.Tensor,
     feature_map, head_input, outputs = cam_model(images, training=False)
     probabilities = class_probabilities(outputs)
     predicted = tf.argmax(probabilities, axis=-1)
+    if threshold is not None and outputs.shape[-1] == 1:  # sigmoid
+      predicted = tf.cast(probabilities[:, contract.POSITIVE_CLASS]
+                          >= tf.cast(threshold, tf.float32), tf.int64)
     if class_index is None:
       class_id = predicted
     else:

@@ -1,12 +1,20 @@
 """Serving signatures of every exported model.
 
 * `serving_default`: encoded image bytes (JPEG/PNG, any size, grayscale or
-  RGB) -> `probabilities` [batch, classes], `class_id`, `class_name`.
+  RGB) -> `probabilities` [batch, classes], `class_id`, `class_name`, and
+  the screening decision at the model's operating point:
+  `pneumonia_probability` (1 - P(normal)), `threshold` (the one chosen on
+  the eval split, in every row) and `pneumonia_decision` (int64 0/1:
+  probability >= threshold). A binary model's `class_id` is that decision;
+  a 3-class model's is the arg-max class.
 * `serving_tf_example`: serialized tf.Examples (as TFMA and InfraValidator
   send them) -> `outputs`, the model's own output ([batch, 1] sigmoid for
-  binary, [batch, classes] softmax for multiclass).
+  binary, [batch, classes] softmax for multiclass), and
+  `pneumonia_decision` [batch, 1] float32 0/1, which TFMA scores as the
+  operating point's prediction.
 * `gradcam`: encoded image bytes, an optional `class_index` [batch]
-  (default: empty, each image's predicted class) and an optional `method`
+  (default: empty, each image's predicted class, as `class_id` above) and
+  an optional `method`
   string ("hirescam", the default, or "gradcam") -> `probabilities`,
   `class_id` (the class explained), `heatmap` float32 [batch, S, S] in
   [0, 1] at the model's input size, `overlay_png` (jet heat map blended at
@@ -30,6 +38,17 @@ from serving.export import pixels as pixels_lib
 SERVING_DEFAULT = contract.SERVING_DEFAULT
 TF_EXAMPLE = contract.TF_EXAMPLE
 GRADCAM = contract.GRADCAM
+# The decision threshold of a model exported without an operating point.
+DEFAULT_THRESHOLD = 0.5
+
+
+def pneumonia_probability(outputs: tf.Tensor) -> tf.Tensor:
+  """The model's output -> [batch] P(pneumonia of any kind): a binary
+  model's sigmoid, a 3-class model's 1 - P(normal)."""
+  outputs = tf.cast(outputs, tf.float32)
+  if outputs.shape[-1] == 1:
+    return outputs[:, 0]
+  return 1.0 - outputs[:, contract.NORMAL_CLASS]
 
 
 def _unless_empty(batch: tf.Tensor, compute, empty):
@@ -47,8 +66,12 @@ class _Exporter(tf.Module):
   """Holds the model and the Transform layer so both are saved and tracked."""
 
   def __init__(self, model, tf_transform_output, task: str, image_size: int,
-               gradcam_layer: Optional[str] = None):
+               gradcam_layer: Optional[str] = None,
+               threshold: float = DEFAULT_THRESHOLD):
     super().__init__()
+    self.threshold = tf.Variable(threshold, dtype=tf.float32,
+                                 trainable=False, name="threshold")
+    self._binary = task == contract.BINARY
     self.model = model
     self.cam_model = gradcam.gradcam_model(model, gradcam_layer)
     self.tft_layer = tf_transform_output.transform_features_layer()
@@ -72,23 +95,37 @@ class _Exporter(tf.Module):
   # The Python argument names are the signatures' input names (the
   # TensorSpec names say so to TensorFlow): contract.IMAGES_INPUT,
   # EXAMPLES_INPUT, CLASS_INDEX_INPUT, METHOD_INPUT.
+  def _decision(self, outputs: tf.Tensor):
+    """(P(pneumonia), threshold per row, 0/1 int64 decision)."""
+    probability = pneumonia_probability(outputs)
+    threshold = tf.fill(tf.shape(probability), self.threshold)
+    return (probability, threshold,
+            tf.cast(probability >= threshold, tf.int64))
+
   @tf.function(input_signature=[
       tf.TensorSpec([None], tf.string, name=contract.IMAGES_INPUT)])
   def serve_images(self, images):
-    probabilities = gradcam.class_probabilities(
-        self._predict_encoded(images))
-    class_id = tf.argmax(probabilities, axis=-1)
+    outputs = self._predict_encoded(images)
+    probabilities = gradcam.class_probabilities(outputs)
+    probability, threshold, decision = self._decision(outputs)
+    class_id = decision if self._binary else tf.argmax(probabilities, -1)
     return {contract.PROBABILITIES: probabilities,
             contract.CLASS_ID: class_id,
-            contract.CLASS_NAME: tf.gather(self._class_names, class_id)}
+            contract.CLASS_NAME: tf.gather(self._class_names, class_id),
+            contract.PNEUMONIA_PROBABILITY: probability,
+            contract.THRESHOLD: threshold,
+            contract.PNEUMONIA_DECISION: decision}
 
   @tf.function(input_signature=[
       tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)])
   def serve_tf_examples(self, examples):
     parsed = tf.io.parse_example(
         examples, {contract.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string)})
-    return {contract.OUTPUTS: self._predict_encoded(
-        parsed[contract.IMAGE_KEY])}
+    outputs = self._predict_encoded(parsed[contract.IMAGE_KEY])
+    decision = self._decision(outputs)[2]
+    return {contract.OUTPUTS: outputs,
+            contract.PNEUMONIA_DECISION: tf.cast(decision[:, None],
+                                                 tf.float32)}
 
   @tf.function(input_signature=[
       tf.TensorSpec([None], tf.string, name=contract.IMAGES_INPUT),
@@ -102,7 +139,8 @@ class _Exporter(tf.Module):
     probabilities, class_id, heatmap = _unless_empty(
         pixels,
         lambda: gradcam.gradcam(self.cam_model, tf.cast(pixels, tf.float32),
-                                class_index, method),
+                                class_index, method,
+                                threshold=self.threshold),
         lambda: (tf.zeros([0, classes]), tf.zeros([0], tf.int64),
                  tf.zeros([0, size, size])))
     return {contract.PROBABILITIES: probabilities,
@@ -112,14 +150,16 @@ class _Exporter(tf.Module):
 
 def export_serving_model(model, tf_transform_output, export_dir: str,
                          task: str, image_size: int,
-                         gradcam_layer: Optional[str] = None) -> None:
+                         gradcam_layer: Optional[str] = None,
+                         threshold: float = DEFAULT_THRESHOLD) -> None:
   """Saves `model` with the signatures above (tf.saved_model.save).
 
   gradcam_layer: the feature map Grad-CAM explains; default: the last
-  convolutional one (gradcam.find_target_layer).
+  convolutional one (gradcam.find_target_layer). threshold: the operating
+  point's threshold on P(pneumonia).
   """
   exporter = _Exporter(model, tf_transform_output, task, image_size,
-                       gradcam_layer)
+                       gradcam_layer, threshold)
   tf.saved_model.save(exporter, export_dir, signatures={
       SERVING_DEFAULT: exporter.serve_images,
       TF_EXAMPLE: exporter.serve_tf_examples,

@@ -1,0 +1,84 @@
+"""The decision threshold on P(pneumonia), chosen on the eval split.
+
+A screening tool runs at one operating point; the served decision is
+"pneumonia" when P(pneumonia) >= threshold. The rule names what the
+threshold must reach on the eval split (schema.settings.OPERATING_RULES):
+
+* sensitivity=S: the highest threshold whose sensitivity is at least S
+  (the fewest false alarms that still find S of the pneumonias);
+* specificity=S: the lowest threshold whose specificity is at least S;
+* threshold=T: T as given.
+
+For a 3-class model P(pneumonia) is 1 - P(normal) and a label other than
+normal is pneumonia, so both tasks share the rule (the scores come from
+serving.export.signatures.pneumonia_probability, the served formula).
+"""
+
+from typing import Dict, Tuple
+
+import numpy as np
+
+from schema import contract
+
+
+def is_pneumonia(labels: np.ndarray) -> np.ndarray:
+  return np.asarray(labels) != contract.NORMAL_CLASS
+
+
+def rates(scores: np.ndarray, positive: np.ndarray,
+          threshold: float) -> Tuple[float, float]:
+  """(sensitivity, specificity) of `scores >= threshold`; nan without
+  positives or negatives."""
+  decided = np.asarray(scores) >= threshold
+  positive = np.asarray(positive, bool)
+  with np.errstate(invalid="ignore"):
+    sensitivity = float(np.mean(decided[positive])) if positive.any() \
+        else float("nan")
+    specificity = float(np.mean(~decided[~positive])) if (~positive).any() \
+        else float("nan")
+  return sensitivity, specificity
+
+
+def choose_threshold(scores: np.ndarray, positive: np.ndarray,
+                     rule: Tuple[str, float]) -> float:
+  """The threshold the rule picks on these (eval) scores and labels."""
+  kind, value = rule
+  if kind == "threshold":
+    return float(value)
+  scores = np.asarray(scores, np.float32)
+  positive = np.asarray(positive, bool)
+  wanted = scores[positive] if kind == "sensitivity" else scores[~positive]
+  if wanted.size == 0:
+    raise ValueError(
+        f"choosing a threshold for {kind}={value:g} needs "
+        f"{'pneumonia' if kind == 'sensitivity' else 'normal'} images in "
+        "the eval split; it has none (give --operating-point threshold=T)")
+  # k of the n must be on the right side of the threshold.
+  k = int(np.ceil(value * wanted.size - 1e-9))
+  if kind == "sensitivity":
+    # Decided positive when >= threshold: the k-th highest positive score.
+    return float(np.sort(wanted)[::-1][k - 1])
+  # Decided negative when < threshold: just above the k-th lowest negative.
+  return float(np.nextafter(np.sort(wanted)[k - 1], np.float32(np.inf)))
+
+
+# The threshold kept when the eval split cannot choose one.
+FALLBACK_THRESHOLD = 0.5
+
+
+def describe(scores: np.ndarray, positive: np.ndarray,
+             rule: Tuple[str, float]) -> Dict[str, object]:
+  """The chosen threshold and what it gives on the scores it was chosen on.
+
+  An eval split lacking the class the rule needs keeps FALLBACK_THRESHOLD,
+  and the answer's `note` says why (the run summary prints it).
+  """
+  out = {"rule": f"{rule[0]}={rule[1]:g}", "eval_examples": int(len(scores))}
+  try:
+    out["threshold"] = choose_threshold(scores, positive, rule)
+  except ValueError as e:
+    out["threshold"] = FALLBACK_THRESHOLD
+    out["note"] = f"{e}; kept {FALLBACK_THRESHOLD}"
+  out["eval_sensitivity"], out["eval_specificity"] = rates(
+      scores, positive, out["threshold"])
+  return out
