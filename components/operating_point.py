@@ -39,9 +39,35 @@ def rates(scores: np.ndarray, positive: np.ndarray,
   return sensitivity, specificity
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+  p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
+  return np.log(p) - np.log1p(-p)
+
+
+def _between(low: float, high: float) -> float:
+  """A threshold in (low, high]: their midpoint on the logit scale, where
+  a confident model's scores are spread out (0.999 and 0.9999 lie far
+  apart there), else high itself."""
+  if not np.isfinite(low):
+    return float(high)
+  middle = np.float32(1.0 / (1.0 + np.exp(-(_logit(low) + _logit(high)) / 2)))
+  return float(middle) if low < middle <= high else float(high)
+
+
 def choose_threshold(scores: np.ndarray, positive: np.ndarray,
                      rule: Tuple[str, float]) -> float:
-  """The threshold the rule picks on these (eval) scores and labels."""
+  """The threshold the rule picks on these (eval) scores and labels.
+
+  Every threshold between two neighbouring scores makes the same
+  decisions on these images. The rule fixes which gap: for
+  sensitivity=S, the one just below the k-th highest pneumonia score
+  (k = ceil(S * pneumonias)), which finds S of them with the most normals
+  cleared; for specificity=S, the one just above the k-th lowest normal
+  score. Within the gap the threshold sits at its middle on the logit
+  scale rather than on the edge: the same figures here, and a margin
+  either way for images not seen yet (on a small eval split the edge is
+  one image's score).
+  """
   kind, value = rule
   if kind == "threshold":
     return float(value)
@@ -56,10 +82,18 @@ def choose_threshold(scores: np.ndarray, positive: np.ndarray,
   # k of the n must be on the right side of the threshold.
   k = int(np.ceil(value * wanted.size - 1e-9))
   if kind == "sensitivity":
-    # Decided positive when >= threshold: the k-th highest positive score.
-    return float(np.sort(wanted)[::-1][k - 1])
-  # Decided negative when < threshold: just above the k-th lowest negative.
-  return float(np.nextafter(np.sort(wanted)[k - 1], np.float32(np.inf)))
+    # Decided positive when >= threshold: at most the k-th highest
+    # pneumonia score, above every score below it.
+    edge = np.sort(wanted)[::-1][k - 1]
+    below = scores[scores < edge]
+    return _between(below.max() if below.size else -np.inf, edge)
+  # Decided negative when < threshold: above the k-th lowest normal score,
+  # at most the next score up.
+  edge = np.sort(wanted)[k - 1]
+  above = scores[scores > edge]
+  if not above.size:
+    return float(np.nextafter(edge, np.float32(np.inf)))
+  return _between(edge, above.min())
 
 
 # The threshold kept when the eval split cannot choose one.

@@ -122,6 +122,7 @@ def test_cxr_predict_one_line_per_image(served, tmp_path, capsys):
     assert row[1] == contract.CLASS_NAMES["binary"][
         int(probabilities.argmax())]
     assert float(row[2]) == pytest.approx(probabilities.max(), abs=1e-4)
+    assert row[3] == f"threshold {expected['threshold'][0]:.4f}"
   assert f"{missing}: cannot read: No such file or directory" in err
   assert f"{garbage}: rejected by the server: " in err
   assert "not a JPEG or PNG image" in err

@@ -15,26 +15,45 @@ def _scores(seed=0, n=400):
   return scores.astype(np.float32), positive
 
 
+def _best(scores, positive, target, kind):
+  """Brute force: the best (specificity or sensitivity) any threshold
+  reaching the target gives, over every score as a threshold."""
+  best = 0.0
+  for t in np.unique(np.concatenate([scores, [np.float32(2.0)]])):
+    sensitivity, specificity = operating_point.rates(scores, positive, t)
+    if kind == "sensitivity" and sensitivity >= target:
+      best = max(best, specificity)
+    if kind == "specificity" and specificity >= target:
+      best = max(best, sensitivity)
+  return best
+
+
+@pytest.mark.parametrize("kind", ["sensitivity", "specificity"])
 @pytest.mark.parametrize("target", [0.8, 0.9, 0.95, 0.99])
-def test_sensitivity_rule_gives_the_highest_threshold_reaching_it(target):
-  scores, positive = _scores()
-  t = operating_point.choose_threshold(scores, positive,
-                                       ("sensitivity", target))
-  sensitivity, _ = operating_point.rates(scores, positive, t)
-  assert sensitivity >= target
-  # Any higher threshold (the next score up) falls short.
-  higher = np.min(scores[scores > t])
-  assert operating_point.rates(scores, positive, higher)[0] < target
+def test_the_rule_reaches_its_target_with_the_best_other_rate(kind, target):
+  scores, positive = _scores(int(target * 100))
+  t = operating_point.choose_threshold(scores, positive, (kind, target))
+  sensitivity, specificity = operating_point.rates(scores, positive, t)
+  reached, other = ((sensitivity, specificity) if kind == "sensitivity"
+                    else (specificity, sensitivity))
+  assert reached >= target
+  assert other == _best(scores, positive, target, kind)
+  # Not on a score's edge: strictly between two neighbouring scores.
+  assert t not in set(scores.tolist())
 
 
-@pytest.mark.parametrize("target", [0.8, 0.9, 0.97])
-def test_specificity_rule_gives_the_lowest_threshold_reaching_it(target):
-  scores, positive = _scores(1)
-  t = operating_point.choose_threshold(scores, positive,
-                                       ("specificity", target))
-  assert operating_point.rates(scores, positive, t)[1] >= target
-  lower = np.max(scores[scores < t])
-  assert operating_point.rates(scores, positive, lower)[1] < target
+def test_the_threshold_sits_mid_gap_on_the_logit_scale():
+  # Pneumonias at 0.999 and 0.9999, normals at 0.01 and 0.2: every
+  # threshold in (0.2, 0.999] finds both pneumonias and clears both normals;
+  # the middle on the logit scale is well inside, not at 0.999.
+  scores = np.array([0.01, 0.2, 0.999, 0.9999], np.float32)
+  positive = np.array([False, False, True, True])
+  t = operating_point.choose_threshold(scores, positive, ("sensitivity", 0.95))
+  logit = lambda p: np.log(p / (1 - p))
+  assert t == pytest.approx(1 / (1 + np.exp(-(logit(0.2) + logit(0.999)) / 2)),
+                            rel=1e-5)
+  t = operating_point.choose_threshold(scores, positive, ("specificity", 0.9))
+  assert 0.2 < t < 0.999
 
 
 def test_a_given_threshold_is_kept():

@@ -50,7 +50,8 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   assert abs(overall["specificity"] - cnn.metrics["label:0"][
       "binary_accuracy"]) < 1e-4
   assert 0.0 <= overall["precision"] <= 1.0
-  assert cnn.blessed is True and cnn.failed_thresholds == []
+  assert cnn.blessed is True and cnn.failed_thresholds == [], (
+      cnn.failed_thresholds, cnn.operating_point, overall)
 
   # The Trainer kept its history: one value per epoch for each metric.
   histories = glob.glob(os.path.join(paths.pipeline_root, "Trainer_cnn",

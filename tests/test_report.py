@@ -12,6 +12,7 @@ import pytest
 
 from components import trainer
 from cxr import cli
+from pipeline import eval_config
 from pipeline import report
 from pipeline import summary
 from pipeline.report import document
@@ -123,14 +124,22 @@ def test_index_and_markdown_are_written(built):
 
 
 def test_main_table_holds_the_summary_test_accuracy(built):
-  metrics = built["summary"].models[built["model"]].metrics["Overall"]
-  row = _row(built["page"].tables["results-binary"], built["model"])
-  assert row["accuracy"] == f"{metrics['binary_accuracy']:.4f}"
-  assert row["test images"] == f"{metrics['example_count']:.0f}"
-  assert row["AUC"] == f"{metrics['auc']:.4f}"
-  assert row["sensitivity"] == f"{metrics['recall']:.4f}"
-  assert row["specificity"] == f"{metrics['specificity']:.4f}"
   result = built["summary"].models[built["model"]]
+  metrics = result.metrics["Overall"]
+  bounds = result.intervals["Overall"]
+  row = _row(built["page"].tables["results-binary"], built["model"])
+
+  def shown(key):  # the value at the operating point, with its interval
+    low, high = bounds[key]
+    return f"{metrics[key]:.4f} [{low:.4f}, {high:.4f}]"
+
+  assert row["accuracy"] == shown(eval_config.ACCURACY_AT_THRESHOLD)
+  assert row["test images"] == f"{metrics['example_count']:.0f}"
+  assert row["AUC"] == shown("auc")
+  assert row["sensitivity"] == shown(eval_config.RECALL_AT_THRESHOLD)
+  assert row["specificity"] == shown(eval_config.SPECIFICITY_AT_THRESHOLD)
+  assert any(f"threshold {result.operating_point['threshold']:.4f}" in n
+             for n in built["page"].notes), built["page"].notes
   assert row["blessed"].startswith("yes" if result.blessed else "no")
   assert row["pushed version"] == (os.path.basename(result.pushed_model)
                                    if result.pushed_model else "not pushed")
@@ -139,7 +148,7 @@ def test_main_table_holds_the_summary_test_accuracy(built):
                          report.MARKDOWN_FILE), encoding="utf-8") as f:
     markdown = f.read()
   assert any(line.startswith(f"| {built['model']} |")
-             and f"| {metrics['binary_accuracy']:.4f} |" in line
+             and f"| {shown(eval_config.ACCURACY_AT_THRESHOLD)} |" in line
              for line in markdown.splitlines())
 
 
@@ -163,10 +172,12 @@ def test_every_image_exists_and_decodes(built):
   report_dir = os.path.dirname(built["index"])
   sources = [img["src"] for img in built["page"].images]
   metrics = built["summary"].models[built["model"]].metrics
-  correct = sum(metrics[f"label:{c}"]["binary_accuracy"] > 0 for c in (0, 1))
-  # Confusion matrix, curves, and original + overlay per class with a
-  # correctly classified image.
-  assert len(sources) == 2 + 2 * correct, sources
+  # The gallery's classes are the served decision's.
+  correct = sum(metrics[f"label:{c}"][eval_config.ACCURACY_AT_THRESHOLD] > 0
+                for c in (0, 1))
+  # Confusion matrix, curves, reliability diagram, and original + overlay
+  # per class with a correctly classified image.
+  assert len(sources) == 3 + 2 * correct, sources
   for src in sources:
     assert not os.path.isabs(src) and "://" not in src, src
     path = os.path.join(report_dir, src)

@@ -34,6 +34,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from components import models
 from components import transform
+from schema import contract
 from schema.settings import ServeSettings
 from serving import server
 from serving.server import tensors
@@ -236,6 +237,12 @@ def _saved_model_signature(model_base, name, signature):
       os.path.join(model_base, name, "1")).signatures[signature]
 
 
+SERVING_DEFAULT_OUTPUTS = {
+    contract.PROBABILITIES, contract.CLASS_ID, contract.CLASS_NAME,
+    contract.PNEUMONIA_PROBABILITY, contract.THRESHOLD,
+    contract.PNEUMONIA_DECISION}
+
+
 def test_predict_serving_default(served, model_base):
   images = [png(40, 50), png(300, 200), png(64, 64)]
   response = _stub(served).Predict(_request(images=images), timeout=30)
@@ -246,11 +253,14 @@ def test_predict_serving_default(served, model_base):
   assert len(response.outputs["probabilities"].float_val) == 6
   assert len(response.outputs["class_id"].int64_val) == 3
   out = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
-  assert set(out) == {"probabilities", "class_id", "class_name"}
+  assert set(out) == SERVING_DEFAULT_OUTPUTS
   assert out["probabilities"].shape == (3, 2)
   assert out["probabilities"].dtype == np.float32
   assert out["class_id"].dtype == np.int64
-  assert out["class_id"].tolist() == out["probabilities"].argmax(1).tolist()
+  # A binary model's class is its decision at its threshold.
+  assert out["class_id"].tolist() == (
+      out["probabilities"][:, 1] >= out["threshold"]).astype(int).tolist()
+  assert out["class_id"].tolist() == out["pneumonia_decision"].tolist()
   assert {n.decode() for n in out["class_name"]} <= {"normal", "pneumonia"}
   direct = _saved_model_signature(model_base, BINARY, "serving_default")(
       images=tf.constant(images))
@@ -324,7 +334,7 @@ def test_model_metadata_lists_the_signatures(served):
   assert {"serving_default", "serving_tf_example"} <= set(signature_defs)
   default = signature_defs["serving_default"]
   assert default.inputs["images"].dtype == types_pb2.DT_STRING
-  assert set(default.outputs) == {"probabilities", "class_id", "class_name"}
+  assert set(default.outputs) == SERVING_DEFAULT_OUTPUTS
   assert signature_defs["serving_tf_example"].inputs["examples"].dtype == (
       types_pb2.DT_STRING)
 

@@ -52,7 +52,9 @@ def main(args) -> int:
 
 
 def _predict_each(connection, args) -> int:
-  """One line per image; a bad file is reported and skipped."""
+  """One line per image (path, class, its probability, then the model's
+  threshold on P(pneumonia) or the overlay's path, tab-separated); a bad
+  file is reported and skipped."""
   # pylint: disable=g-import-not-at-top
   import grpc
   from serving import client
@@ -87,6 +89,10 @@ def _predict_each(connection, args) -> int:
     class_id = int(outputs[contract.CLASS_ID][0])
     line = (f"{path}\t{_class_name(outputs, class_id)}\t"
             f"{float(outputs[contract.PROBABILITIES][0, class_id]):.4f}")
+    if contract.THRESHOLD in outputs:
+      # The decision rule the class came from (models exported with an
+      # operating point; gradcam answers none).
+      line += f"\tthreshold {float(outputs[contract.THRESHOLD][0]):.4f}"
     if args.gradcam:
       overlay = os.path.join(
           args.gradcam, os.path.splitext(os.path.basename(path))[0]

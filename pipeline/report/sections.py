@@ -159,7 +159,7 @@ def results_table(task: str, run: summary_lib.RunSummary) -> list:
                 + ["blessed", "pushed version"],
                 rows, table_id=f"results-{task}", css="main", row_keys=keys)]
   if task == contract.BINARY:
-    blocks.append(doc.Para(_decision_note(run)))
+    blocks.append(doc.Para(_decision_note(run), css="note"))
   if any(r.intervals for r in run.models.values()):
     blocks.append(doc.Para("In brackets: 95% confidence intervals (TFMA's "
                            "Poisson bootstrap over the test split). "
