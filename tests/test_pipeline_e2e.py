@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from pipeline import eval_config
 from pipeline import runner
 from pipeline import summary
 from pipeline import synthetic
@@ -136,6 +137,7 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   refused = summary.summarize(paths.metadata,
                               layout.pipeline_name("binary")).models["cnn"]
   assert refused.blessed is False and refused.pushed_model is None
-  assert any("binary_accuracy on Overall" in f and "1.01" in f
-             for f in refused.failed_thresholds), refused.failed_thresholds
+  assert any(f"{eval_config.ACCURACY_AT_THRESHOLD} on Overall" in f
+             and "1.01" in f for f in refused.failed_thresholds), (
+                 refused.failed_thresholds)
   assert set(os.listdir(model_dir)) == pushed_versions
