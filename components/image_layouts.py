@@ -19,8 +19,8 @@ process (`list_images`, plain Python over TFX's `fileio`, local or gs://) or
 on Beam workers by the ingestion component (components/image_listing.py).
 Anything that cannot be labelled is a quarantine entry with its reason, so
 a caller can account for every file it was given. The eval split is carved
-from train by patient (`carve_patients`). What the files hold is checked
-later, in parallel, by the ingestion component.
+from train by patient, each data set on its own (`carve_sources`). What the
+files hold is checked later, in parallel, by the ingestion component.
 """
 
 import csv
