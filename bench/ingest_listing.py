@@ -114,9 +114,7 @@ def phase_launcher(data: str, old: bool) -> dict:
   pipeline = beam.Pipeline()
   if old:
     _, records, bad, _ = image_layouts.list_images(data, "multiclass")
-    has_test = any(r.split == "test" for r in records)
-    keyed = image_layouts.carve_splits(records, EVAL_PERCENT,
-                                       0 if has_test else EVAL_PERCENT, SALT)
+    keyed = image_layouts.carve_splits(records, EVAL_PERCENT, SALT)
     _ = pipeline | "ListedImages" >> beam.Create(keyed)
     _ = pipeline | "ListedQuarantine" >> beam.Create(
         [(q.path, q.reason) for q in bad])
@@ -126,7 +124,7 @@ def phase_launcher(data: str, old: bool) -> dict:
     examples.uri = os.path.join(tempfile.mkdtemp(), "examples")
     quarantine = image_example_gen.ImageQuarantine()
     quarantine.uri = os.path.join(tempfile.mkdtemp(), "quarantine")
-    image_example_gen.build_pipeline(pipeline, folders, "multiclass", "", 10,
+    image_example_gen.build_pipeline(pipeline, folders, "multiclass", 10,
                                      SALT, examples, quarantine)
   graph = len(pipeline.to_runner_api().SerializeToString())
   return {"seconds": time.perf_counter() - start, "graph_bytes": graph,

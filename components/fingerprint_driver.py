@@ -1,11 +1,12 @@
-"""ImageExampleGen's driver: the data folder's fingerprint, taken at run time.
+"""ImageExampleGen's driver: the data folders' fingerprint, taken at run time.
 
 Caching must key on what the folder holds when the run starts, not on what
 it held when the pipeline was built or compiled: a bucket changed under the
 same path must re-run ingestion, an unchanged one must be a cache hit. The
 driver runs before the cache lookup and sets the `input_fingerprint`
-execution property to schema.layout.fingerprint(input_base), through TFX's
-filesystem layer (local or gs://). Two doors, one computation:
+execution property to schema.layout.fingerprint of every folder of
+input_base (one, or a comma list), through TFX's filesystem layer (local or
+gs://). Two doors, one computation:
 
 * The local runners (BeamDagRunner, LocalDagRunner) run `FingerprintDriver`,
   the component's DRIVER_CLASS, before they look up the cache.
@@ -19,6 +20,7 @@ filesystem layer (local or gs://). Two doors, one computation:
 """
 
 import argparse
+import hashlib
 import os
 import sys
 from typing import Any, Dict, List, Optional
@@ -42,13 +44,24 @@ INPUTS_SPEC_FLAG = "--json_serialized_inputs_spec_args"
 
 
 def input_fingerprint(input_base: str) -> str:
-  """The folder's fingerprint; a folder that is gone is an error here."""
-  found = layout.fingerprint(input_base) if fileio.isdir(input_base) else None
-  if found is None:
-    raise FileNotFoundError(f"data folder {input_base} not found or changing "
-                            "while it was read")
-  logging.info("ImageExampleGen: fingerprint of %s: %s", input_base, found)
-  return found
+  """The fingerprint of every folder of input_base, so that a change in any
+  data set re-runs ingestion; a folder that is gone is an error here.
+
+  One folder's is schema.layout.fingerprint's; several folders' is the hash
+  of each folder's name and fingerprint, in order.
+  """
+  parts = []
+  for folder in layout.data_folders(input_base):
+    found = layout.fingerprint(folder) if fileio.isdir(folder) else None
+    if found is None:
+      raise FileNotFoundError(f"data folder {folder} not found or changing "
+                              "while it was read")
+    logging.info("ImageExampleGen: fingerprint of %s: %s", folder, found)
+    parts.append((folder, found))
+  if len(parts) == 1:
+    return parts[0][1]
+  return hashlib.sha256("".join(f"{folder}\0{found}\n" for folder, found
+                                in parts).encode()).hexdigest()
 
 
 class FingerprintDriver(base_driver.BaseDriver):

@@ -5,12 +5,17 @@ TFRecords as ExampleGen writes them) and an `ImageQuarantine` artifact holding
 `quarantine.csv` (path, reason) for every input that could not be ingested.
 Files seen = ingested + quarantined, always; the executor checks it.
 
-The data set's own train/test folders are kept. The eval split is carved from
-train by a stable hash of the patient id, never by image, because Kermany
-patients have several images and an image-level split leaks. A data set
-without a test folder gets its test split carved the same way.
+`input_base` is one data set folder or several, a comma list
+(schema.layout.data_folders); each is ingested under its own source name
+(its folder's name, made distinct), and a patient is a (source, patient id)
+pair. Each data set's own train/test folders are kept. The eval split is
+carved from train by a stable hash of the patient id, never by image,
+because Kermany patients have several images and an image-level split
+leaks. A data set without a test folder gets its test split carved the
+same way. Images whose patient nothing names (no CSV patient_id, no known
+or --patient-id-pattern file name) are carved one by one, and counted.
 
-The launcher lists only the data set's top level (its folders and CSV
+The launcher lists only each data set's top level (its folders and CSV
 names); the files are listed, the CSVs read and the split carved on the Beam
 workers (components/image_listing.py), so the submitted graph does not grow
 with the data set.
@@ -48,6 +53,7 @@ from schema import settings
 
 SPLITS = contract.SPLITS
 RESCALED = layout.RESCALED_COUNT  # counter and count
+SPLIT_BY_IMAGE = layout.SPLIT_BY_IMAGE_COUNT  # counter and count
 _METRICS_NAMESPACE = image_listing.METRICS_NAMESPACE
 # Salt of the patient hash that carves the eval split; another salt, another
 # split.
@@ -93,13 +99,13 @@ class _ReadAndCheck(beam.DoFn):
 
   QUARANTINE = "quarantine"
 
-  def __init__(self, task: str, source: str):
+  def __init__(self, task: str):
     self._task = task
-    self._source = source
     self._ingested = {s: Metrics.counter(_METRICS_NAMESPACE, f"ingested_{s}")
                       for s in SPLITS}
     self._bad = Metrics.counter(_METRICS_NAMESPACE, "quarantined_on_read")
     self._rescaled = Metrics.counter(_METRICS_NAMESPACE, RESCALED)
+    self._by_image = Metrics.counter(_METRICS_NAMESPACE, SPLIT_BY_IMAGE)
 
   def process(self, element):
     record, split = element
@@ -125,10 +131,20 @@ class _ReadAndCheck(beam.DoFn):
       logging.info("ImageExampleGen: %s is a 16-bit PNG using %d bits; "
                    "scaled by those", record.path, bits)
       self._rescaled.inc()
-    example = image_examples.make_example(record, data, self._task,
-                                          self._source, shape)
+    example = image_examples.make_example(record, data, self._task, shape)
     self._ingested[split].inc()
+    Metrics.counter(_METRICS_NAMESPACE,
+                    source_counter(record.source, split)).inc()
+    # A test folder's images keep the data set's own split; the train pool
+    # is carved here, by patient when one is named.
+    if record.split == contract.TRAIN and not record.patient_known:
+      self._by_image.inc()
     yield split, example.SerializeToString()
+
+
+def source_counter(source: str, split: str) -> str:
+  """The counter of a data set's ingested images in one split."""
+  return f"ingested_{split}:{source}"
 
 
 def _counter(result, name: str) -> int:
@@ -139,13 +155,14 @@ def _counter(result, name: str) -> int:
 
 def build_pipeline(pipeline: beam.Pipeline,
                    folders: Sequence[image_layouts.Folder], task: str,
-                   source: str, eval_percent: int, salt: str,
+                   eval_percent: int, salt: str,
                    examples: types.Artifact,
                    quarantine: types.Artifact) -> None:
   """Lists, carves, reads and checks on the workers; writes both outputs.
 
-  The graph holds the folders of image_layouts.plan_folders, never a file
-  path, so its size does not grow with the data set.
+  The graph holds the folders of image_layouts.plan_folders (of every data
+  set, each with its source), never a file path, so its size does not grow
+  with the data sets.
   """
   examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
   listed = (pipeline
@@ -157,7 +174,7 @@ def build_pipeline(pipeline: beam.Pipeline,
       listed[0]
       | "CarveSplits" >> image_listing.CarveSplits(eval_percent, salt)
       | "Spread" >> beam.Reshuffle()
-      | "ReadAndCheck" >> beam.ParDo(_ReadAndCheck(task, source))
+      | "ReadAndCheck" >> beam.ParDo(_ReadAndCheck(task))
       .with_outputs(_ReadAndCheck.QUARANTINE, main="examples"))
   by_split = checked.examples | "BySplit" >> beam.Partition(
       lambda kv, _: SPLITS.index(kv[0]), len(SPLITS))
@@ -179,42 +196,61 @@ def build_pipeline(pipeline: beam.Pipeline,
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
-  """Finds the data set's folders, then lists, reads and checks with Beam."""
+  """Finds each data set's folders, then lists, reads and checks with Beam."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     input_base = exec_properties["input_base"]
+    roots = layout.data_folders(input_base)
     task = contract.check_task(exec_properties["task"])
-    source = exec_properties["source"] or os.path.basename(
-        os.path.normpath(input_base))
+    sources, notes = layout.source_names(roots,
+                                         exec_properties["source"] or "")
+    for note in notes:
+      logging.warning("ImageExampleGen: %s", note)
+    pattern = settings.check_patient_id_pattern(
+        exec_properties.get("patient_id_pattern") or "")
     eval_percent = int(exec_properties["eval_percent"])
     salt = exec_properties["split_salt"]
     examples = artifact_utils.get_single_instance(output_dict["examples"])
     quarantine = artifact_utils.get_single_instance(output_dict["quarantine"])
 
     # The top level only: the files are listed on the Beam workers.
-    data_layout, folders, ignored = image_layouts.plan_folders(input_base)
-    for path in ignored:
-      logging.warning("ImageExampleGen: ignoring %s (not part of the %s "
-                      "layout)", path, data_layout)
+    folders, layouts = [], []
+    for root, source in zip(roots, sources):
+      data_layout, found, ignored = image_layouts.plan_folders(
+          root, source, pattern)
+      for path in ignored:
+        logging.warning("ImageExampleGen: ignoring %s (not part of the %s "
+                        "layout)", path, data_layout)
+      folders += found
+      layouts.append(data_layout)
 
     pipeline = self._make_beam_pipeline()
-    build_pipeline(pipeline, folders, task, source, eval_percent, salt,
-                   examples, quarantine)
+    build_pipeline(pipeline, folders, task, eval_percent, salt, examples,
+                   quarantine)
     result = pipeline.run()
     result.wait_until_finish()
 
-    if _counter(result, image_listing.TEST_CARVED):
-      logging.warning("ImageExampleGen: %s has no test split; carved %d%% of "
-                      "patients for it", input_base, eval_percent)
+    per_source = {}
+    for root, source, data_layout in zip(roots, sources, layouts):
+      per_source[source] = {
+          "folder": root, "layout": data_layout,
+          **{s: _counter(result, source_counter(source, s)) for s in SPLITS},
+          "test_carved": bool(_counter(
+              result, image_listing.test_carved_counter(source)))}
+      if per_source[source]["test_carved"]:
+        logging.warning("ImageExampleGen: %s has no test split; carved %d%% "
+                        "of its patients for it", root, eval_percent)
     counts = {s: _counter(result, f"ingested_{s}") for s in SPLITS}
     counts["ingested"] = sum(counts[s] for s in SPLITS)
     counts["quarantined"] = _counter(result, "quarantined")
     counts["seen"] = _counter(result, image_listing.SEEN)
     counts[RESCALED] = _counter(result, RESCALED)
-    logging.info("ImageExampleGen: %s (%s layout, task %s): %s", input_base,
-                 data_layout, task, counts)
+    counts[SPLIT_BY_IMAGE] = _counter(result, SPLIT_BY_IMAGE)
+    logging.info("ImageExampleGen: %s (%s layout, task %s): %s, by data "
+                 "set %s", input_base, ",".join(layouts), task, counts,
+                 per_source)
     if counts["seen"] != counts["ingested"] + counts["quarantined"]:
       raise RuntimeError(
           f"ImageExampleGen lost inputs: seen {counts['seen']}, ingested "
@@ -223,6 +259,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       logging.warning("ImageExampleGen: %d inputs quarantined; see %s",
                       counts["quarantined"],
                       os.path.join(quarantine.uri, layout.QUARANTINE_FILE))
+    if counts[SPLIT_BY_IMAGE]:
+      logging.warning(
+          "ImageExampleGen: %d train images had no patient id and were "
+          "split by image, a leakage risk (a labels CSV's patient_id "
+          "column or --patient-id-pattern names their patients)",
+          counts[SPLIT_BY_IMAGE])
     empty = [s for s in SPLITS if not counts[s]]
     if empty:
       raise ValueError(
@@ -237,8 +279,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     for target in (examples, quarantine):
       target.set_string_custom_property(layout.COUNTS_PROPERTY,
                                         json.dumps(counts))
-      target.set_string_custom_property("layout", data_layout)
-      target.set_string_custom_property("source", source)
+      target.set_string_custom_property(layout.SOURCES_PROPERTY,
+                                        json.dumps(per_source))
+      target.set_string_custom_property("layout", ",".join(layouts))
+      target.set_string_custom_property("source", ",".join(sources))
       target.set_string_custom_property(
           fingerprint_driver.INPUT_FINGERPRINT,
           exec_properties.get(fingerprint_driver.INPUT_FINGERPRINT) or "")
@@ -246,9 +290,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
 class ImageExampleGenSpec(types.ComponentSpec):
   PARAMETERS = {
+      # One folder, or several as a comma list (schema.layout).
       "input_base": ExecutionParameter(type=str),
       "task": ExecutionParameter(type=str),
       "source": ExecutionParameter(type=str),
+      # Absent when not given, so that runs without it keep their cache.
+      "patient_id_pattern": ExecutionParameter(type=str, optional=True),
       "eval_percent": ExecutionParameter(type=int),
       "split_salt": ExecutionParameter(type=str),
       # Set at run time by the driver (components/fingerprint_driver.py)
@@ -265,29 +312,39 @@ class ImageExampleGenSpec(types.ComponentSpec):
 
 
 class ImageExampleGen(base_beam_component.BaseBeamComponent):
-  """Ingests a chest X-ray folder (Kaggle binary or 3-class layout)."""
+  """Ingests chest X-ray folders (Kaggle binary or 3-class layout each)."""
 
   SPEC_CLASS = ImageExampleGenSpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
   DRIVER_CLASS = fingerprint_driver.FingerprintDriver
 
-  def __init__(self, input_base: Union[str, data_types.RuntimeParameter],
+  def __init__(self, input_base: Union[str, Sequence[str],
+                                       data_types.RuntimeParameter],
                task: str, source: str = "",
                eval_percent: int = settings.RunSettings().eval_percent,
-               split_salt: str = DEFAULT_SPLIT_SALT):
+               split_salt: str = DEFAULT_SPLIT_SALT,
+               patient_id_pattern: str = ""):
     """Args:
-      input_base: the data set folder (local or gs://), or a runtime
-        parameter holding it.
+      input_base: the data set folder (local or gs://), several as a list or
+        a comma list, or a runtime parameter holding them.
       task: `binary` or `multiclass`; sets the `label` feature.
-      source: data set name stored in every example (default: folder name).
+      source: data set names stored in the examples, a comma list, one per
+        folder (default: the folders' names, made distinct).
       eval_percent: percent of train patients carved out as the eval split.
       split_salt: salt of the patient hash; change it for another split.
+      patient_id_pattern: regular expression naming the patient in file
+        names no other rule reads (settings.RunSettings).
     """
     contract.check_task(task)
-    # The same bounds as the setting's, whatever built this component.
-    settings.RunSettings(eval_percent=eval_percent)
+    # The same bounds as the settings', whatever built this component.
+    settings.RunSettings(eval_percent=eval_percent,
+                         patient_id_pattern=patient_id_pattern)
+    if not isinstance(input_base, data_types.RuntimeParameter):
+      input_base = layout.join_data_folders(
+          [input_base] if isinstance(input_base, str) else input_base)
     spec = ImageExampleGenSpec(
         input_base=input_base, task=task, source=source,
+        patient_id_pattern=patient_id_pattern or None,
         eval_percent=eval_percent, split_salt=split_salt,
         examples=types.Channel(type=standard_artifacts.Examples),
         quarantine=types.Channel(type=ImageQuarantine))

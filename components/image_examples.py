@@ -98,8 +98,13 @@ def size_bucket(height: int, width: int) -> str:
 
 
 def make_example(record: image_layouts.ImageRecord, data: bytes, task: str,
-                 source: str, shape: Tuple[int, int, int]):
-  """The tf.Example for one checked image (see schema/ for the features)."""
+                 shape: Tuple[int, int, int]):
+  """The tf.Example for one checked image (see schema/ for the features).
+
+  Its source is its data set's name in the run, and its patient_id is
+  namespaced by it (`<source>/<id>`): one id in two data sets is two
+  patients.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   label = image_layouts.label_for_task(record.diagnosis, task)
   label_name = contract.CLASS_NAMES[task][label]
@@ -116,9 +121,9 @@ def make_example(record: image_layouts.ImageRecord, data: bytes, task: str,
       contract.LABEL_KEY: _int(label),
       contract.LABEL_NAME_KEY: _bytes(label_name.encode()),
       contract.DIAGNOSIS_KEY: _bytes(record.diagnosis.encode()),
-      contract.SOURCE_KEY: _bytes(source.encode()),
+      contract.SOURCE_KEY: _bytes(record.source.encode()),
       contract.FILE_NAME_KEY: _bytes(record.file_name.encode()),
-      contract.PATIENT_ID_KEY: _bytes(record.patient_id.encode()),
+      contract.PATIENT_ID_KEY: _bytes(record.patient_key.encode()),
       contract.HEIGHT_KEY: _int(height),
       contract.WIDTH_KEY: _int(width),
       contract.CHANNELS_KEY: _int(channels),

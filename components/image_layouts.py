@@ -5,7 +5,12 @@ Two Kaggle layouts are read:
 * binary: `{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg`; bacterial vs viral
   comes from the Kermany file name (`personN_bacteria_M`, `personN_virus_M`);
 * 3-class: `{train,test}_images/*.jpeg` + `labels_{train,test}.csv` with
-  `file_name,class_id` (0 normal, 1 bacterial, 2 viral).
+  `file_name,class_id` (0 normal, 1 bacterial, 2 viral) and, optionally,
+  `patient_id`.
+
+A run may ingest several data sets, each under its own source name; a
+patient is a (source, patient id) pair, so the same id in two data sets is
+two patients.
 
 The layout's folders are found by listing the data set's top level only
 (`plan_folders`); what each file or CSV row is comes from the pure rules
@@ -14,8 +19,8 @@ process (`list_images`, plain Python over TFX's `fileio`, local or gs://) or
 on Beam workers by the ingestion component (components/image_listing.py).
 Anything that cannot be labelled is a quarantine entry with its reason, so
 a caller can account for every file it was given. The eval split is carved
-from train by patient (`carve_patients`). What the files hold is checked
-later, in parallel, by the ingestion component.
+from train by patient, each data set on its own (`carve_sources`). What the
+files hold is checked later, in parallel, by the ingestion component.
 """
 
 import csv
@@ -24,8 +29,8 @@ import hashlib
 import io
 import os
 import re
-from typing import (Dict, Iterable, Iterator, List, Optional, Sequence,
-                    Tuple, Union)
+from typing import (Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple, Union)
 
 from tfx.dsl.io import fileio
 
@@ -34,6 +39,10 @@ from schema.contract import BACTERIAL, NORMAL, PNEUMONIA, VIRAL
 
 # 3-class CSV class ids, as the Kaggle 3-class data set defines them.
 CSV_CLASS_IDS = {0: NORMAL, 1: BACTERIAL, 2: VIRAL}
+# The labels CSV's columns; patient_id is optional, and names the patient
+# of its row when not empty.
+CSV_COLUMNS = ("file_name", "class_id")
+CSV_PATIENT_COLUMN = "patient_id"
 
 BINARY_LAYOUT, MULTICLASS_LAYOUT = "binary-folders", "3-class-csv"
 # Kaggle's binary data set ships a tiny `val/` whose patients also appear in
@@ -55,7 +64,21 @@ class ImageRecord:
   split: str  # the data set's own split: train or test
   diagnosis: str  # normal, bacterial, viral or pneumonia (kind unknown)
   file_name: str
-  patient_id: str
+  patient_id: str  # as its data set names it; the stem if nothing does
+  source: str = ""  # the data set's name in this run
+  # False when no rule named the patient: the image is its own patient.
+  patient_known: bool = True
+
+  @property
+  def patient(self) -> Tuple[str, str]:
+    """The patient across data sets: the same id in two is two patients."""
+    return self.source, self.patient_id
+
+  @property
+  def patient_key(self) -> str:
+    """The patient as the example's patient_id: `<source>/<id>`."""
+    return f"{self.source}/{self.patient_id}" if self.source else (
+        self.patient_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,18 +87,36 @@ class Quarantined:
   reason: str
 
 
-def patient_id(file_name: str) -> str:
-  """Kermany patient id: `personN`, `IM-NNNN` or `NORMAL2-IM-NNNN`.
+def find_patient_id(file_name: str, pattern: str = "") -> Optional[str]:
+  """The patient a file name names, or None.
 
-  Unknown names fall back to the file stem: one patient per image, which can
-  only make the patient split finer, never leak.
+  Kermany's names first (`personN`, `IM-NNNN`, `NORMAL2-IM-NNNN`); then
+  `pattern`, a run's --patient-id-pattern: its first group, or its whole
+  match when it has no group, in re.search on the file name.
   """
-  stem = os.path.splitext(os.path.basename(file_name))[0]
-  for pattern in _PATIENT_PATTERNS:
-    match = pattern.match(stem)
+  name = os.path.basename(file_name)
+  stem = os.path.splitext(name)[0]
+  for known in _PATIENT_PATTERNS:
+    match = known.match(stem)
     if match:
       return match.group(1)
-  return stem
+  match = re.search(pattern, name) if pattern else None
+  if match:
+    found = match.group(1) if match.re.groups else match.group(0)
+    if found:
+      return found
+  return None
+
+
+def patient_id(file_name: str, pattern: str = "") -> str:
+  """find_patient_id, or the file stem when nothing names the patient.
+
+  The stem makes each such image a patient of its own: a patient's other
+  images may then land in other splits, which leaks; ingestion counts
+  these images (schema.layout.SPLIT_BY_IMAGE_COUNT).
+  """
+  return (find_patient_id(file_name, pattern)
+          or os.path.splitext(os.path.basename(file_name))[0])
 
 
 def diagnosis_from_file_name(file_name: str) -> str:
@@ -141,6 +182,8 @@ class SplitFolder:
   """Binary layout: `train/`, `val/` or `test/`; every file under it counts."""
   path: str
   entry: str  # its name in the data set folder, a key of BINARY_SPLIT_DIRS
+  source: str = ""  # the data set's name in this run
+  patient_pattern: str = ""  # the run's --patient-id-pattern
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +193,8 @@ class ImageFolder:
   split: str  # the folder's own split name: train, test, val...
   csv_name: str
   csv_path: Optional[str]  # None when the data set has no such CSV
+  source: str = ""
+  patient_pattern: str = ""
 
   def label_path(self, name: str) -> str:
     """The file a CSV row's file_name names."""
@@ -158,22 +203,36 @@ class ImageFolder:
 
 Folder = Union[SplitFolder, ImageFolder]
 Listed = Union[ImageRecord, Quarantined]
+# A labels CSV row: (line number, file_name, class_id, patient_id or None).
+CsvRow = Tuple[int, str, Optional[str], Optional[str]]
+
+
+def _record(folder: Folder, path: str, split: str, diagnosis: str,
+            name: str, csv_patient: Optional[str] = None) -> ImageRecord:
+  """A record whose patient is the CSV's, else what its file name says."""
+  found = csv_patient or find_patient_id(name, folder.patient_pattern)
+  return ImageRecord(path, split, diagnosis, os.path.basename(name),
+                     found or patient_id(name), folder.source,
+                     patient_known=found is not None)
 
 
 def _check_csv_header(csv_path: str) -> None:
   with fileio.open(csv_path, "rb") as f:
     first = f.readline().decode("utf-8-sig")
   fieldnames = next(csv.reader([first]), None)
-  if not fieldnames or not {"file_name", "class_id"} <= set(fieldnames):
+  if not fieldnames or not set(CSV_COLUMNS) <= set(fieldnames):
     raise ValueError(f"{csv_path} must have the columns file_name,class_id; "
                      f"found {fieldnames}")
 
 
-def plan_folders(root: str) -> Tuple[str, List[Folder], List[str]]:
+def plan_folders(root: str, source: str = "", patient_pattern: str = ""
+                 ) -> Tuple[str, List[Folder], List[str]]:
   """(layout, folders whose files to list, ignored top entries) of a data set.
 
   Lists the data set's top level only (O(folders), not O(files)), and reads
   the header line of each labels CSV, so a malformed CSV fails here.
+  source and patient_pattern go with every folder to the records of its
+  files.
   """
   layout = detect_layout(root)
   entries = _listdir(root)
@@ -183,7 +242,7 @@ def plan_folders(root: str) -> Tuple[str, List[Folder], List[str]]:
     path = os.path.join(root, entry)
     if layout == BINARY_LAYOUT:
       if entry in BINARY_SPLIT_DIRS and fileio.isdir(path):
-        folders.append(SplitFolder(path, entry))
+        folders.append(SplitFolder(path, entry, source, patient_pattern))
         used.add(entry)
     elif entry.endswith("_images") and fileio.isdir(path):
       split = entry[:-len("_images")]
@@ -191,7 +250,8 @@ def plan_folders(root: str) -> Tuple[str, List[Folder], List[str]]:
       csv_path = os.path.join(root, csv_name) if csv_name in entries else None
       if csv_path:
         _check_csv_header(csv_path)
-      folders.append(ImageFolder(path, split, csv_name, csv_path))
+      folders.append(ImageFolder(path, split, csv_name, csv_path, source,
+                                 patient_pattern))
       used.update((entry, csv_name))
   ignored = [os.path.join(root, e) for e in entries if e not in used]
   return layout, folders, ignored
@@ -211,8 +271,8 @@ def binary_file(folder: SplitFolder, file_path: str) -> Listed:
                        f"{BINARY_CLASS_DIRS} of {folder.entry}/")
   diagnosis = (NORMAL if class_dir == "NORMAL"
                else diagnosis_from_file_name(name))
-  return ImageRecord(file_path, BINARY_SPLIT_DIRS[folder.entry], diagnosis,
-                     name, patient_id(name))
+  return _record(folder, file_path, BINARY_SPLIT_DIRS[folder.entry],
+                 diagnosis, name)
 
 
 def unlabelled_file(folder: ImageFolder, file_path: str) -> Quarantined:
@@ -225,24 +285,24 @@ def empty_csv_row(folder: ImageFolder, line_no: int) -> Quarantined:
                      f"{folder.csv_name} line {line_no}: empty file_name")
 
 
-def csv_rows(folder: ImageFolder, text: Iterable[str]
-             ) -> Iterator[Tuple[int, str, Optional[str]]]:
-  """(line number, file_name, class_id) of a labels CSV's rows."""
+def csv_rows(folder: ImageFolder, text: Iterable[str]) -> Iterator[CsvRow]:
+  """(line number, file_name, class_id, patient_id) of a labels CSV's rows;
+  patient_id is None without the column or when empty."""
   rows = csv.DictReader(text)
-  if not rows.fieldnames or not {"file_name", "class_id"} <= set(
-      rows.fieldnames):
+  if not rows.fieldnames or not set(CSV_COLUMNS) <= set(rows.fieldnames):
     raise ValueError(f"{folder.csv_path} must have the columns "
                      f"file_name,class_id; found {rows.fieldnames}")
   for line_no, row in enumerate(rows, start=2):
-    yield line_no, (row["file_name"] or "").strip(), row["class_id"]
+    patient = (row.get(CSV_PATIENT_COLUMN) or "").strip() or None
+    yield (line_no, (row["file_name"] or "").strip(), row["class_id"],
+           patient)
 
 
 def labelled_file(folder: ImageFolder, path: str, exists: bool,
-                  rows: List[Tuple[int, str, Optional[str]]]) -> List[Listed]:
+                  rows: List[CsvRow]) -> List[Listed]:
   """What one path of a 3-class image folder is, given the CSV rows naming it.
 
-  rows: (line number, file_name, class_id) of every row whose file_name
-  names `path`. The first row labels the file; later rows are duplicates;
+  rows: csv_rows's rows whose file_name names `path`. The first row labels the file; later rows are duplicates;
   rows naming a file that is not there are quarantined each.
   """
   if not rows:
@@ -252,12 +312,12 @@ def labelled_file(folder: ImageFolder, path: str, exists: bool,
   if not exists:
     return [Quarantined(path, f"{folder.csv_name} line {line_no} names a "
                         "file that does not exist")
-            for line_no, _, _ in rows]
-  (line_no, name, class_id), *again = rows
+            for line_no, _, _, _ in rows]
+  (line_no, name, class_id, patient), *again = rows
   out: List[Listed] = [
       Quarantined(f"{folder.csv_path}:{n}", f"{folder.csv_name} line {n}: "
                   f"{dup} is labelled twice; the first label is kept")
-      for n, dup, _ in again]
+      for n, dup, _, _ in again]
   try:
     diagnosis = CSV_CLASS_IDS[int((class_id or "").strip())]
   except (KeyError, ValueError):
@@ -267,8 +327,7 @@ def labelled_file(folder: ImageFolder, path: str, exists: bool,
     return out
   # The data set may be split as train/test, or val for validation.
   own_split = contract.TEST if folder.split == "test" else contract.TRAIN
-  out.append(ImageRecord(path, own_split, diagnosis, os.path.basename(name),
-                         patient_id(name)))
+  out.append(_record(folder, path, own_split, diagnosis, name, patient))
   return out
 
 
@@ -314,14 +373,12 @@ def _list_folder(folder: Folder) -> List[Listed]:
   if folder.csv_path is None:
     return [unlabelled_file(folder, p) for p in files]
   out: List[Listed] = []
-  naming: Dict[str, List[Tuple[int, str, Optional[str]]]] = {}
-  for line_no, name, class_id in csv_rows(
-      folder, io.StringIO(_read_text(folder.csv_path))):
-    if not name:
-      out.append(empty_csv_row(folder, line_no))
+  naming: Dict[str, List[CsvRow]] = {}
+  for row in csv_rows(folder, io.StringIO(_read_text(folder.csv_path))):
+    if not row[1]:
+      out.append(empty_csv_row(folder, row[0]))
     else:
-      naming.setdefault(folder.label_path(name), []).append(
-          (line_no, name, class_id))
+      naming.setdefault(folder.label_path(row[1]), []).append(row)
   existing = set(files)
   for path in sorted(existing | set(naming)):
     out.extend(labelled_file(folder, path, path in existing,
@@ -329,7 +386,8 @@ def _list_folder(folder: Folder) -> List[Listed]:
   return out
 
 
-def list_images(root: str, task: str
+def list_images(root: str, task: str, source: str = "",
+                patient_pattern: str = ""
                 ) -> Tuple[str, List[ImageRecord], List[Quarantined],
                            List[str]]:
   """Lists a data set: (layout, records, quarantined, ignored top entries).
@@ -341,7 +399,7 @@ def list_images(root: str, task: str
   are quarantined with the reason.
   """
   contract.check_task(task)
-  layout, folders, ignored = plan_folders(root)
+  layout, folders, ignored = plan_folders(root, source, patient_pattern)
   records, quarantined = [], []
   for folder in folders:
     for listed in _list_folder(folder):
@@ -384,20 +442,54 @@ def carve_patients(train_patients: Iterable[str], eval_percent: int,
   return chosen
 
 
-def split_of(record: ImageRecord, carved: Dict[str, str]) -> str:
-  """The output split of a record, given carve_patients's answer."""
+# A data set's train patients and whether it has a test folder: its pool.
+Pool = Tuple[Sequence[str], bool]
+
+
+def pools(records: Iterable[ImageRecord]) -> Dict[str, Pool]:
+  """{source: (sorted train patient ids, whether any record is test)}."""
+  patients: Dict[str, set] = {}
+  has_test: Dict[str, bool] = {}
+  for r in records:
+    patients.setdefault(r.source, set())
+    has_test[r.source] = has_test.get(r.source, False) or (
+        r.split == contract.TEST)
+    if r.split == contract.TRAIN:
+      patients[r.source].add(r.patient_id)
+  return {s: (sorted(patients[s]), has_test[s]) for s in patients}
+
+
+def carve_sources(by_source: Mapping[str, Pool], eval_percent: int,
+                  salt: str) -> Dict[Tuple[str, str], str]:
+  """{(source, patient): eval or test} for every data set of a run.
+
+  Each data set is carved on its own, as carve_patients carves one: eval
+  from its train patients, and test too when it has no test folder of its
+  own. The hash is of the patient id within its data set, so a data set
+  splits the same alone or with others, and whatever its folder is called.
+  """
+  chosen = {}
+  for source, (patients, has_test) in sorted(by_source.items()):
+    carved = carve_patients(patients, eval_percent,
+                            0 if has_test else eval_percent, salt)
+    chosen.update({(source, p): split for p, split in carved.items()})
+  return chosen
+
+
+def split_of(record: ImageRecord, carved: Mapping[Tuple[str, str], str]
+             ) -> str:
+  """The output split of a record, given carve_sources's answer."""
   return (contract.TEST if record.split == contract.TEST
-          else carved.get(record.patient_id, contract.TRAIN))
+          else carved.get(record.patient, contract.TRAIN))
 
 
 def carve_splits(records: Sequence[ImageRecord], eval_percent: int,
-                 carve_test_percent: int, salt: str) -> List[tuple]:
+                 salt: str) -> List[tuple]:
   """(record, output split) pairs; whole patients move together.
 
   Test records keep their split; train patients are carved as
-  carve_patients says.
+  carve_sources says, a data set without test records getting its test
+  split carved too.
   """
-  carved = carve_patients(
-      (r.patient_id for r in records if r.split == contract.TRAIN),
-      eval_percent, carve_test_percent, salt)
+  carved = carve_sources(pools(records), eval_percent, salt)
   return [(r, split_of(r, carved)) for r in records]

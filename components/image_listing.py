@@ -15,9 +15,10 @@ MB). On the workers:
   files of its image folder by path (CoGroupByKey), so unlisted files,
   rows naming missing files, duplicate rows and unknown class ids are
   quarantined with the same reasons as image_layouts.list_images gives;
-* the eval (and, without a test folder, test) split is carved by patient
-  with a global combine over the train patient ids, handed to every record
-  as a side input: the same split as image_layouts.carve_splits.
+* the eval (and, for a data set without a test folder, test) split is
+  carved by patient with a global combine over the train patient ids of
+  every data set, handed to every record as a side input: the same split
+  as image_layouts.carve_splits.
 
 What each file or row is, is decided by the pure rules of image_layouts,
 one place for each rule. Every listed input increments the `seen` counter.
@@ -42,7 +43,9 @@ from schema import layout
 
 METRICS_NAMESPACE = "ImageExampleGen"
 SEEN = "seen"  # counter: every file and bad CSV row listed
-TEST_CARVED = "test_split_carved"  # counter: 1 when test was carved
+# Counter, `test_split_carved:<source>`: 1 when that data set's test split
+# was carved.
+TEST_CARVED = "test_split_carved"
 # Tags and CoGroupByKey keys.
 _LISTED, _FILE, _ROWS, _FILES = "listed", "file", "rows", "files"
 
@@ -160,13 +163,12 @@ class _ReadCsvRows(beam.DoFn):
         folder.csv_path, mime_type="text/csv",
         compression_type=CompressionTypes.UNCOMPRESSED) as raw:
       text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-      for line_no, name, class_id in image_layouts.csv_rows(folder, text):
-        if not name:
+      for row in image_layouts.csv_rows(folder, text):
+        if not row[1]:
           yield beam.pvalue.TaggedOutput(
-              _LISTED, image_layouts.empty_csv_row(folder, line_no))
+              _LISTED, image_layouts.empty_csv_row(folder, row[0]))
         else:
-          yield ((folder.path, folder.label_path(name)),
-                 (line_no, name, class_id))
+          yield (folder.path, folder.label_path(row[1])), row
 
 
 def _judge(keyed, folders: Dict[str, ImageFolder]):
@@ -229,47 +231,55 @@ class ListImages(beam.PTransform):
 
 
 class _TrainPatients(beam.CombineFn):
-  """Records -> (sorted train patient ids, whether any record is test)."""
+  """Records -> image_layouts.pools: each data set's train patient ids and
+  whether it has test records."""
 
   def create_accumulator(self):
-    return set(), False
+    return {}
 
   def add_input(self, accumulator, record: ImageRecord):
-    patients, has_test = accumulator
+    patients, has_test = accumulator.setdefault(record.source, (set(), False))
     if record.split == contract.TRAIN:
       patients.add(record.patient_id)
-    return patients, has_test or record.split == contract.TEST
+    if record.split == contract.TEST and not has_test:
+      accumulator[record.source] = patients, True
+    return accumulator
 
-  def merge_accumulators(self, accumulators: Iterable[Tuple[set, bool]]):
-    patients, has_test = set(), False
-    for more, test in accumulators:
-      patients |= more
-      has_test = has_test or test
-    return patients, has_test
+  def merge_accumulators(self, accumulators: Iterable[Dict[str, tuple]]):
+    merged = {}
+    for accumulator in accumulators:
+      for source, (more, test) in accumulator.items():
+        patients, has_test = merged.setdefault(source, (set(), False))
+        merged[source] = patients | more, has_test or test
+    return merged
 
-  def extract_output(self, accumulator) -> Tuple[List[str], bool]:
-    patients, has_test = accumulator
-    return sorted(patients), has_test
+  def extract_output(self, accumulator) -> Dict[str, image_layouts.Pool]:
+    return {source: (sorted(patients), has_test)
+            for source, (patients, has_test) in accumulator.items()}
 
 
-def _carve(pool: Tuple[List[str], bool], eval_percent: int,
-           salt: str) -> Dict[str, str]:
-  patients, has_test = pool
-  if not has_test:
-    Metrics.counter(METRICS_NAMESPACE, TEST_CARVED).inc()
-    logging.warning("ImageExampleGen: no test split; carving %d%% of "
-                    "patients for it", eval_percent)
-  return image_layouts.carve_patients(patients, eval_percent,
-                                      0 if has_test else eval_percent, salt)
+def test_carved_counter(source: str) -> str:
+  return f"{TEST_CARVED}:{source}"
+
+
+def _carve(by_source: Dict[str, image_layouts.Pool], eval_percent: int,
+           salt: str) -> Dict[Tuple[str, str], str]:
+  for source, (_, has_test) in sorted(by_source.items()):
+    if not has_test:
+      Metrics.counter(METRICS_NAMESPACE, test_carved_counter(source)).inc()
+      logging.warning("ImageExampleGen: %s has no test split; carving %d%% "
+                      "of its patients for it", source, eval_percent)
+  return image_layouts.carve_sources(by_source, eval_percent, salt)
 
 
 class CarveSplits(beam.PTransform):
   """ImageRecords -> (record, output split), as image_layouts.carve_splits.
 
-  The carve needs every train patient id at once (a small data set's empty
-  carved split takes the nearest patient), so the ids are combined
-  globally, carved on one worker, and the answer ({patient: eval or test},
-  a fraction of the patients) reaches every record as a side input.
+  The carve needs every train patient id of a data set at once (a small
+  data set's empty carved split takes the nearest patient), so the ids are
+  combined globally, by data set, carved on one worker, and the answer
+  ({(source, patient): eval or test}, a fraction of the patients) reaches
+  every record as a side input.
   """
 
   def __init__(self, eval_percent: int, salt: str):

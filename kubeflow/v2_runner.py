@@ -11,6 +11,7 @@ sends it. What this module adds to the local run's pipeline:
   accelerator resource;
 * the data folders are runtime parameters (`data_root`, `cross_data_root`),
   defaulting to the folders given, so one compiled file serves many runs;
+  data_root holds one folder or several as a comma list;
   models and training settings are fixed at compile time, since TFX cannot
   put runtime parameters inside the Trainer's custom_config;
 * ingestion fingerprints its folder at run time, before the cache lookup
@@ -130,7 +131,8 @@ def check_spec(job: Dict[str, Any]) -> pipeline_spec_pb2.PipelineSpec:
   return spec
 
 
-def compile_pipeline(output_file: str, data_root: str, pipeline_root: str,
+def compile_pipeline(output_file: str, data_root: layout.DataFolders,
+                     pipeline_root: str,
                      serving_base: str, task: str,
                      cloud: settings_lib.CloudSettings,
                      run: settings_lib.RunSettings = settings_lib.RunSettings(),
@@ -144,8 +146,10 @@ def compile_pipeline(output_file: str, data_root: str, pipeline_root: str,
   data_root, pipeline_root, serving_base and cross_data_root (a second data
   set every model is also evaluated on) are paths the cluster reads
   (gs://...); data_root and cross_data_root are the defaults of the runtime
-  parameters of the same names.
+  parameters of the same names. data_root may name several data sets (a
+  list or a comma list): the parameter holds their comma list.
   """
+  data_root = layout.join_data_folders(data_root)
   runtime_data = tfx.dsl.experimental.RuntimeParameter(
       name=DATA_ROOT_PARAMETER, ptype=str, default=data_root)
   runtime_cross = None

@@ -9,7 +9,7 @@ installed package is the only thing a worker or container needs.
 """
 
 import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from google.protobuf import message
 from ml_metadata.proto import metadata_store_pb2
@@ -29,8 +29,9 @@ from schema import settings as settings_lib
 
 TRANSFORM_FN = "components.transform.preprocessing_fn"
 TRAINER_FN = "components.trainer.run_fn"
-# A data folder, or a runtime parameter holding one (set per compiled run).
-DataRoot = Union[str, data_types.RuntimeParameter]
+# Data folders: one, several (a list or a comma list), or a runtime
+# parameter holding the comma list (set per compiled run).
+DataRoot = Union[str, Sequence[str], data_types.RuntimeParameter]
 
 
 def _trainer(model: str, task: str, training: settings_lib.TrainingSettings,
@@ -128,7 +129,10 @@ def create_pipeline(
   """Builds the pipeline; nothing runs and no file is touched here.
 
   data_root, cross_data_root: folders, or runtime parameters holding them.
-  cross_data_root is a second data set (either layout) every model is also
+  data_root may name several data sets, all ingested by the one
+  ImageExampleGen, each under its own source: the pipeline's shape does not
+  change with their number. cross_data_root is a second data set (either
+  layout) every model is also
   evaluated on, its labels read in this task's terms (the thesis's
   cross-data-set accuracy). Ingestion fingerprints each folder when it runs
   (components/fingerprint_driver.py), so caching follows the folder's files.
@@ -140,6 +144,7 @@ def create_pipeline(
   """
   example_gen = image_example_gen.ImageExampleGen(
       input_base=data_root, task=task, eval_percent=run.eval_percent,
+      patient_id_pattern=run.patient_id_pattern,
   ).with_id(layout.EXAMPLE_GEN)
   cross_example_gen = None
   if cross_data_root:
@@ -147,6 +152,7 @@ def create_pipeline(
     # the binary task; Kermany file names give bacterial/viral for 3-class.
     cross_example_gen = image_example_gen.ImageExampleGen(
         input_base=cross_data_root, task=task, eval_percent=run.eval_percent,
+        patient_id_pattern=run.patient_id_pattern,
     ).with_id(layout.CROSS_EXAMPLE_GEN)
   schema_importer = tfx.components.ImportSchemaGen(
       schema_file=schema.schema_path(task))

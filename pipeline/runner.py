@@ -9,6 +9,7 @@ Everything lands under the output folder OUT (schema/layout.py):
 import os
 from typing import List, Optional
 
+from absl import logging
 from tfx import v1 as tfx
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
@@ -27,7 +28,19 @@ def beam_args(mode: str) -> List[str]:
   return [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
 
 
-def run(data: str, task: str, output: str,
+def data_folders(data: layout.DataFolders) -> str:
+  """The data folders as ingestion takes them (absolute, a comma list),
+  each checked to hold a known layout, before any component starts."""
+  folders = [os.path.abspath(f) if layout.is_local(f) else f
+             for f in layout.data_folders(data)]
+  for folder in folders:
+    image_layouts.detect_layout(folder)
+  for note in layout.source_names(folders)[1]:
+    logging.warning("%s", note)
+  return layout.join_data_folders(folders)
+
+
+def run(data: layout.DataFolders, task: str, output: str,
         run_settings: settings_lib.RunSettings = settings_lib.RunSettings(),
         training: settings_lib.TrainingSettings = (
             settings_lib.TrainingSettings()),
@@ -35,24 +48,25 @@ def run(data: str, task: str, output: str,
         cross_data: Optional[str] = None) -> str:
   """Builds and runs the pipeline; returns the pipeline name.
 
-  cross_data: a second data set every model is also evaluated on.
+  data: a data set folder, or several (a list or a comma list), ingested
+  together. cross_data: a second data set every model is also evaluated on.
   """
   # Fail fast, before any component starts, on a folder we cannot read.
-  image_layouts.detect_layout(data)
+  data = data_folders(data)
   if cross_data:
-    image_layouts.detect_layout(cross_data)
+    cross_data = data_folders(cross_data)
   paths = layout.output_paths(output)
   name = layout.pipeline_name(task)
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=name,
       pipeline_root=paths.pipeline_root,
-      data_root=os.path.abspath(data),
+      data_root=data,
       task=task,
       serving_base=paths.serving,
       run=run_settings,
       training=training,
       gates=gates,
-      cross_data_root=os.path.abspath(cross_data) if cross_data else None,
+      cross_data_root=cross_data or None,
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
               paths.metadata)),

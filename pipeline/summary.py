@@ -140,6 +140,8 @@ class RunSummary:
   models: Dict[str, ModelResult]  # by model name, in pipeline order
   # The --cross-data set's ingestion, when the run had one.
   cross_image_counts: Dict[str, int] = dataclasses.field(default_factory=dict)
+  # The training data sets: source -> folder, layout and split counts.
+  sources: Dict[str, dict] = dataclasses.field(default_factory=dict)
 
   def lines(self) -> List[str]:
     c = self.image_counts
@@ -154,6 +156,17 @@ class RunSummary:
       if c.get(layout.RESCALED_COUNT):
         out.append(f"  {c[layout.RESCALED_COUNT]} 16-bit PNGs held fewer "
                    "bits (e.g. 12) and were scaled by the bits they use")
+      if c.get(layout.SPLIT_BY_IMAGE_COUNT):
+        out.append(f"  {c[layout.SPLIT_BY_IMAGE_COUNT]} images had no "
+                   "patient id and were split by image: a leakage risk")
+    if len(self.sources) > 1:
+      for source, info in self.sources.items():
+        out.append(
+            f"  data set {source} ({_short(info.get('folder', '?'))}): "
+            f"train {info.get('train')}, eval {info.get('eval')}, test "
+            f"{info.get('test')}"
+            + (" (test carved by patient)" if info.get("test_carved")
+               else ""))
     for result in self.models.values():
       out.extend(result.lines())
     not_done = {n: s for n, s in self.states.items() if s not in DONE_STATES}
@@ -296,6 +309,11 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
         layout.COUNTS_PROPERTY].string_value)
 
   counts = image_counts(examples)
+  sources = {}
+  if examples is not None and layout.SOURCES_PROPERTY in (
+      examples.custom_properties):
+    sources = json.loads(examples.custom_properties[
+        layout.SOURCES_PROPERTY].string_value)
   cross_counts = image_counts(
       output(layout.CROSS_EXAMPLE_GEN, standard_artifacts.Examples))
   results = {}
@@ -354,7 +372,8 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
       quarantine_csv=(os.path.join(quarantine.uri, layout.QUARANTINE_FILE)
                       if quarantine is not None else None),
       models=results,
-      cross_image_counts=cross_counts)
+      cross_image_counts=cross_counts,
+      sources=sources)
 
 
 def evaluated_examples_uri(metadata_path: str,

@@ -9,7 +9,7 @@ folders and on gs:// alike.
 import dataclasses
 import hashlib
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from tfx.dsl.io import fileio
 
@@ -81,6 +81,11 @@ COUNTS_PROPERTY = "image_counts"  # JSON custom property of the Examples
 # In those counts: 16-bit PNGs holding fewer bits (e.g. 12), which
 # Transform scales by the bits they use.
 RESCALED_COUNT = "rescaled_16bit"
+# In those counts: ingested train-pool images whose patient no rule could
+# name, each carved as a patient of its own (a leakage risk).
+SPLIT_BY_IMAGE_COUNT = "split_by_image"
+# JSON custom property of the Examples: {source: {folder, layout, counts}}.
+SOURCES_PROPERTY = "sources"
 ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's, per split
 # Inside a model version folder, as TF Serving reads it.
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -88,6 +93,82 @@ SAVED_MODEL_TEXT_FILE = "saved_model.pbtxt"  # TF Serving loads it too
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # TF Serving's --model_config_file, in the serving folder.
 MODELS_CONFIG_FILE = "models.config"
+
+
+# --- Several data sets in one run: one string, a comma list of folders,
+# so that it fits an execution property and a runtime parameter alike.
+DATA_SEPARATOR = ","
+DataFolders = Union[str, Sequence[str]]
+
+
+def _same_folder(path: str) -> str:
+  return path.rstrip("/") or path
+
+
+def data_folders(data: DataFolders) -> List[str]:
+  """The folders of a comma list (or of a list of comma lists), checked.
+
+  Empty entries, a folder given twice and a folder inside another are
+  errors: the same images would be ingested twice, as different patients.
+  """
+  parts = [data] if isinstance(data, str) else list(data)
+  folders = []
+  for part in parts:
+    for entry in part.split(DATA_SEPARATOR):
+      entry = entry.strip()
+      if not entry:
+        raise ValueError(f"empty data folder in {part!r}: give folders "
+                         f"separated by '{DATA_SEPARATOR}'")
+      folders.append(entry)
+  if not folders:
+    raise ValueError("no data folder given")
+  for i, folder in enumerate(folders):
+    for other in folders[:i]:
+      a, b = _same_folder(folder), _same_folder(other)
+      if a == b:
+        raise ValueError(f"data folder {folder} is given twice")
+      if a.startswith(b + "/") or b.startswith(a + "/"):
+        raise ValueError(f"data folders {other} and {folder} overlap: one "
+                         "is inside the other")
+  return folders
+
+
+def join_data_folders(folders: Sequence[str]) -> str:
+  """data_folders's inverse: the comma list a component's property holds."""
+  folders = data_folders(folders)
+  return DATA_SEPARATOR.join(folders)
+
+
+def source_names(folders: Sequence[str], given: str = ""
+                 ) -> Tuple[List[str], List[str]]:
+  """(source name of each folder, notes for a person) for data_folders.
+
+  A source is its folder's name, unless `given` names them (a comma list,
+  one per folder). Two folders of the same name get distinct sources, the
+  later ones a suffix (-2, -3...), and a note says so: a source names the
+  data set in every example, in the evaluation's slices and in the
+  patient ids, which it keeps apart.
+  """
+  if given:
+    names = [n.strip() for n in given.split(DATA_SEPARATOR)]
+    if len(names) != len(folders) or not all(names):
+      raise ValueError(f"source names {given!r} must name each of the "
+                       f"{len(folders)} data folders {list(folders)}")
+  else:
+    names = [os.path.basename(_same_folder(f)) or f for f in folders]
+  sources, notes = [], []
+  for i, (folder, name) in enumerate(zip(folders, names)):
+    source, n = name, 1
+    # A suffix takes neither an earlier source nor a later folder's name.
+    while source in sources or (source != name and source in names[i + 1:]):
+      n += 1
+      source = f"{name}-{n}"
+    if source != name:
+      first = folders[names.index(name)]
+      notes.append(f"data folders {first} and {folder} share the name "
+                   f"{name}: {folder} is source {source}")
+    sources.append(source)
+  return sources, notes
 
 
 def _names(folder: str):

@@ -17,6 +17,7 @@ the project.
 
 import argparse
 import dataclasses
+import re
 import typing
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
@@ -61,6 +62,16 @@ def check_model_names(names: Iterable[str]) -> Tuple[str, ...]:
 def parse_model_list(text: str) -> Tuple[str, ...]:
   """'cnn, vgg16' -> ('cnn', 'vgg16'), checked."""
   return check_model_names(n.strip() for n in text.split(",") if n.strip())
+
+
+def check_patient_id_pattern(text: str) -> str:
+  """text if it is a regular expression Python can compile."""
+  try:
+    re.compile(text)
+  except re.error as e:
+    raise ValueError(f"patient_id_pattern {text!r} is not a valid regular "
+                     f"expression: {e}") from e
+  return text
 
 
 MIXED_PRECISION = ("", "float16", "bfloat16")
@@ -183,6 +194,13 @@ class RunSettings:
       show=",".join)
   eval_percent: int = setting(
       10, "percent of train patients held out for validation")
+  patient_id_pattern: str = setting(
+      "", "regular expression naming the patient in file names that "
+      "neither a labels CSV's patient_id column nor the Kermany names "
+      "(personN, IM-NNNN) identify: its first group, or its whole match, "
+      "in re.search on the file name; images still without one are split "
+      "by image, a leakage risk the summary counts",
+      parse=check_patient_id_pattern)
   runner: str = setting("beam", "orchestrator on this machine",
                         choices=RUNNERS)
   beam_mode: str = setting(
@@ -199,6 +217,7 @@ class RunSettings:
     object.__setattr__(self, "models", check_model_names(self.models))
     _check(1 <= self.eval_percent <= 50, f"eval_percent must be 1..50, got "
            f"{self.eval_percent}")
+    check_patient_id_pattern(self.patient_id_pattern)
     _check_choice("runner", self.runner, RUNNERS)
     _check_choice("beam_mode", self.beam_mode, BEAM_MODES)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from google.protobuf import json_format
+import pytest
 from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
@@ -69,7 +70,8 @@ def test_the_hook_fails_clearly_on_a_missing_folder(tmp_path):
 
 
 def _ingest(data_dir, root):
-  """A one-node pipeline, the local runner's own driver and cache."""
+  """A one-node pipeline, the local runner's own driver and cache; data_dir
+  is a folder or a list of them."""
   example_gen = image_example_gen.ImageExampleGen(
       input_base=data_dir, task="binary", eval_percent=20)
   tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
@@ -115,3 +117,30 @@ def test_links_are_fingerprinted_as_what_they_name_not_followed(tmp_path):
   os.symlink(str(tmp_path / "other.png"), os.path.join(folder, "dangling.png"))
   assert layout.fingerprint(str(data)) not in (with_links, plain)
   assert layout.fingerprint(str(tmp_path / "gone")) is None
+
+
+def test_every_data_folder_is_fingerprinted(tmp_path):
+  a, b = tmp_path / "a", tmp_path / "b"
+  synthetic.generate(str(a), n=8, size=48, seed=5)
+  synthetic.generate(str(b), n=8, size=48, seed=6)
+  # One folder's is the folder's own, as before several were taken.
+  assert fingerprint_driver.input_fingerprint(str(a)) == layout.fingerprint(
+      str(a))
+  both = f"{a},{b}"
+  first = fingerprint_driver.input_fingerprint(both)
+  assert first not in (layout.fingerprint(str(a)), layout.fingerprint(str(b)))
+  _add_image(b)  # the second data set changes
+  assert fingerprint_driver.input_fingerprint(both) != first
+  with pytest.raises(FileNotFoundError, match="gone"):
+    fingerprint_driver.input_fingerprint(f"{a},{tmp_path / 'gone'}")
+
+
+def test_a_change_in_any_data_set_ingests_them_again(tmp_path):
+  a, b = tmp_path / "a", tmp_path / "b"
+  synthetic.generate(str(a), n=30, size=48, seed=7)
+  synthetic.generate(str(b), n=30, size=48, seed=8)
+  first = _ingest([str(a), str(b)], tmp_path)
+  assert len(first) == 1
+  assert _ingest([str(a), str(b)], tmp_path) == first  # cache hit
+  _add_image(b)
+  assert len(_ingest([str(a), str(b)], tmp_path)) == 2

@@ -20,7 +20,8 @@ from tests import test_pixel_limit
 
 
 def run_executor(data_dir, out_dir, task, eval_percent=25,
-                 beam_args=("--direct_running_mode=in_memory",)):
+                 beam_args=("--direct_running_mode=in_memory",),
+                 patient_id_pattern=""):
   examples = standard_artifacts.Examples()
   examples.uri = os.path.join(out_dir, "examples")
   quarantine = image_example_gen.ImageQuarantine()
@@ -31,6 +32,7 @@ def run_executor(data_dir, out_dir, task, eval_percent=25,
   executor.Do({}, {"examples": [examples], "quarantine": [quarantine]},
               {"input_base": data_dir, "task": task, "source": "",
                "eval_percent": eval_percent, "split_salt": "cxr",
+               "patient_id_pattern": patient_id_pattern,
                "input_fingerprint": ""})
   counts = json.loads(examples.get_string_custom_property(
       layout.COUNTS_PROPERTY))
@@ -85,8 +87,11 @@ def test_real_binary_layout(real_binary_subset, tmp_path):
       assert e["label"] == (0 if expected == "normal" else 1)
       assert e["label_name"].decode() == ("normal" if expected == "normal"
                                           else "pneumonia")
-      assert e["patient_id"].decode() == image_layouts.patient_id(name)
-      assert e["source"] == os.path.basename(real_binary_subset).encode()
+      source = os.path.basename(real_binary_subset)
+      assert e["source"] == source.encode()
+      # Namespaced by the source: one id in two data sets is two patients.
+      assert e["patient_id"].decode() == (
+          f"{source}/{image_layouts.patient_id(name)}")
 
 
 def test_multi_processing_runner_counts_the_same(real_binary_subset,

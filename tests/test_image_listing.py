@@ -18,7 +18,8 @@ from schema import contract
 def _as_tuple(listed):
   if isinstance(listed, image_layouts.ImageRecord):
     return ("record", listed.path, listed.split, listed.diagnosis,
-            listed.file_name, listed.patient_id)
+            listed.file_name, listed.patient_id, listed.source,
+            listed.patient_known)
   return ("quarantined", listed.path, listed.reason)
 
 
@@ -144,9 +145,7 @@ def test_carve_on_workers_is_carve_splits():
   for n_patients, with_test in ((400, True), (400, False), (3, True),
                                 (5, False), (0, False)):
     records = _records(n_patients, with_test)
-    has_test = any(r.split == contract.TEST for r in records)
-    expected = image_layouts.carve_splits(records, 10, 0 if has_test else 10,
-                                          "cxr")
+    expected = image_layouts.carve_splits(records, 10, "cxr")
     with beam.Pipeline() as pipeline:
       carved = (pipeline
                 | beam.Create(records)
@@ -161,8 +160,8 @@ def _graph_size(root, tmp_path):
   quarantine.uri = str(tmp_path / "quarantine")
   _, folders, _ = image_layouts.plan_folders(root)
   pipeline = beam.Pipeline()
-  image_example_gen.build_pipeline(pipeline, folders, "binary", "src", 10,
-                                   "cxr", examples, quarantine)
+  image_example_gen.build_pipeline(pipeline, folders, "binary", 10, "cxr",
+                                   examples, quarantine)
   return pipeline.to_runner_api().SerializeToString()
 
 
@@ -182,5 +181,5 @@ def test_submitted_graph_does_not_grow_with_the_files(tmp_path):
   # listing's beam.Create of 1000 records.
   _, records, _, _ = image_layouts.list_images(root, "binary")
   old = beam.Pipeline()
-  _ = old | beam.Create(image_layouts.carve_splits(records, 10, 0, "cxr"))
+  _ = old | beam.Create(image_layouts.carve_splits(records, 10, "cxr"))
   assert len(old.to_runner_api().SerializeToString()) > 1000 * 20, sizes

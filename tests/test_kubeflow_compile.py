@@ -202,3 +202,28 @@ def test_cxr_compile_writes_the_job(tmp_path, capsys):
   assert cli.main(["compile", "--task", "binary", "--output", str(out),
                    "--pipeline-root", "gs://b/r", "--data", "gs://b/d"]) == 2
   assert "image is required" in capsys.readouterr().err
+
+
+def test_data_root_takes_several_data_sets_as_a_comma_list(tmp_path, capsys):
+  out = tmp_path / "job.json"
+  common = ["compile", "--engine", "kubeflow", "--task", "binary",
+            "--output", str(out), "--image", IMAGE, "--pipeline-root",
+            "gs://b/root", "--beam-runner", "direct", "--models", "cnn",
+            "--gpu", "none"]
+  assert cli.main(common + ["--data", "gs://b/a", "--data",
+                            "gs://b/c,gs://b/d"]) == 0, capsys.readouterr()
+  job = json.loads(out.read_text())
+  assert job["runtimeConfig"]["parameters"][v2_runner.DATA_ROOT_PARAMETER][
+      "stringValue"] == "gs://b/a,gs://b/c,gs://b/d"
+  tasks = v2_runner.check_spec(job).root.dag.tasks
+  # One ingestion node reads them all.
+  assert [t for t in tasks if t.endswith("ExampleGen")] == [
+      layout.EXAMPLE_GEN]
+  assert tasks[layout.EXAMPLE_GEN].inputs.parameters[
+      "input_base"].component_input_parameter == (
+          v2_runner.DATA_ROOT_PARAMETER)
+  assert cli.main(common + ["--data", "gs://b/a,gs://b/a/"]) == 2
+  assert "given twice" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    cli.main(["compile", "--help"])
+  assert "comma list" in capsys.readouterr().out

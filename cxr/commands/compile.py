@@ -9,7 +9,7 @@ from schema import settings
 
 # The run settings that mean something on a cluster; the orchestrator and
 # the local Beam mode do not.
-RUN_FIELDS = ("models", "eval_percent", "enable_cache")
+RUN_FIELDS = ("models", "eval_percent", "patient_id_pattern", "enable_cache")
 
 
 def register(subparsers) -> None:
@@ -18,15 +18,18 @@ def register(subparsers) -> None:
       description="Compiles the pipeline `cxr run` runs into a KFP v2 job "
       "file for `cxr submit`. --data and --cross-data become the runtime "
       "parameters data_root and cross_data_root (a submission may change "
-      "them); models and training settings are fixed in the file, since "
+      "them; data_root takes a comma list of folders); models and training "
+      "settings are fixed in the file, since "
       "TFX cannot make the Trainer's settings runtime parameters.")
   parser.add_argument("--output", required=True,
                       help="the job file to write (.json; local or gs://)")
   parser.add_argument("--pipeline-root", required=True,
                       help="where the cluster writes artifacts (gs://...)")
-  parser.add_argument("--data", required=True,
+  parser.add_argument("--data", required=True, action="append",
                       help="data set folder the cluster reads (gs://...); "
-                      "the default of the runtime parameter data_root")
+                      "several, given again or as a comma list, are "
+                      "ingested together. The default of the runtime "
+                      "parameter data_root, which takes the same comma list")
   parser.add_argument("--cross-data", default=None,
                       help="a second data set every model is also "
                       "evaluated on; the default of cross_data_root")
@@ -54,10 +57,15 @@ def main(args) -> int:
   # pylint: disable=g-import-not-at-top
   from kubeflow import v2_runner
   from schema import layout
+  try:
+    data_root = layout.join_data_folders(args.data)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   serving_base = args.serving_base or os.path.join(args.pipeline_root,
                                                    layout.SERVING_DIR)
   path = v2_runner.compile_pipeline(
-      args.output, data_root=args.data, pipeline_root=args.pipeline_root,
+      args.output, data_root=data_root, pipeline_root=args.pipeline_root,
       serving_base=serving_base, task=args.task, cloud=cloud, run=run,
       training=training, gates=gates, cross_data_root=args.cross_data)
   print(f"compiled {layout.pipeline_name(args.task)} for {cloud.engine}: "

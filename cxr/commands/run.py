@@ -1,4 +1,5 @@
-"""`cxr run --data DIR --task T --output OUT [settings]`: the pipeline."""
+"""`cxr run --data DIR [--data DIR2...] --task T --output OUT [settings]`:
+the pipeline."""
 
 import sys
 
@@ -12,9 +13,11 @@ BOTH = contract.BOTH_TASKS
 def register(subparsers) -> None:
   parser = subparsers.add_parser("run",
                                  help="run the pipeline on a data folder")
-  parser.add_argument("--data", required=True,
+  parser.add_argument("--data", required=True, action="append",
                       help="data set folder (Kaggle binary or 3-class "
-                      "layout)")
+                      "layout); several, given again or as a comma list, "
+                      "are ingested together, each under its own source "
+                      "(its folder's name), patients kept apart by source")
   parser.add_argument("--cross-data", default=None,
                       help="a second data set (either layout) every model is "
                       "also evaluated on, labels mapped to the task (its "
@@ -42,8 +45,8 @@ def main(args) -> int:
   tasks = contract.TASKS if args.task == BOTH else (args.task,)
   for task in tasks:
     try:
-      runner.run(args.data, task, args.output, run_settings, training, gates,
-                 cross_data=args.cross_data)
+      runner.run(args.data, task, args.output, run_settings, training,
+                 gates, cross_data=args.cross_data)
     except Exception as e:  # pylint: disable=broad-except
       # The runner has logged the traceback; end with what a person needs.
       print("\n".join(["", "=" * 72, f"The {task} pipeline run failed:",
