@@ -166,7 +166,7 @@ class RunSettings:
   models: Tuple[str, ...] = setting(
       contract.THESIS_MODELS, "comma list of models to train, each in its "
       f"own Trainer/Evaluator/Pusher branch, from {','.join(contract.MODELS)}"
-      "; the thesis's five by default", parse=parse_model_list,
+      " (the default is the thesis's five)", parse=parse_model_list,
       show=",".join)
   eval_percent: int = setting(
       10, "percent of train patients held out for validation")
