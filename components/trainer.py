@@ -216,10 +216,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                training, recipe)
   tf.keras.utils.set_random_seed(training.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  if recipe.mixed_precision != models.FLOAT32:
-    # float16/bfloat16 compute; the head stays float32 (models._head).
-    tf.keras.mixed_precision.set_global_policy(
-        f"mixed_{recipe.mixed_precision}")
+  # float16/bfloat16 compute; the head stays float32 (models._head). Set
+  # for float32 too: Trainers of several models may share one process, and
+  # one model's recipe must not leave its policy to the next.
+  tf.keras.mixed_precision.set_global_policy(
+      models.FLOAT32 if recipe.mixed_precision == models.FLOAT32
+      else f"mixed_{recipe.mixed_precision}")
 
   def dataset(files, train):
     return input_fn(files, fn_args.data_accessor, tf_transform_output,
