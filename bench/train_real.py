@@ -10,9 +10,12 @@ Presets:
                 side by side, for the binary (10 epochs) and the 3-class
                 (20 epochs) data sets; the numbers behind the default
                 (class-weight-binary / class-weight-multiclass: one pair)
+  strong-vs-thesis  binary at 128 px: the thesis's cnn_aug (10 epochs, its
+                128-px runs here) and then resnet_small (20 epochs), each
+                with its own recipe (--epochs sets both)
 
---learning-rate overrides the thesis's RMSprop 5e-4 (the Trainer's default);
-the run's name then carries it (binary-224-lr0.0002).
+--learning-rate overrides the model's recipe's rate (the thesis's RMSprop
+5e-4 for cnn_aug); the run's name then carries it (binary-224-lr0.0002).
 
 Each run is `cxr run` in its own process (wall time includes ingestion,
 Transform, evaluation); its test metrics are read back from ML Metadata and
@@ -30,6 +33,7 @@ import time
 from pipeline import summary as summary_lib
 from schema import contract
 from schema import layout
+from schema import settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = {
@@ -38,7 +42,7 @@ DATA = {
     contract.MULTICLASS: os.path.join(REPO, "..", "shared", "data",
                                "chest_xray_multiclass"),
 }
-MODEL = contract.CNN_AUG
+MODEL = contract.CNN_AUG  # unless a preset's run names its own
 
 
 def presets(epochs, learning_rate=None):
@@ -54,6 +58,10 @@ def presets(epochs, learning_rate=None):
         for weight in ("none", "balanced")]
   table["class-weight"] = (table["class-weight-binary"]
                            + table["class-weight-multiclass"])
+  table["strong-vs-thesis"] = [
+      dict(name=f"{model}-128", model=model, task="binary", size=128,
+           epochs=epochs or n, class_weight="none")
+      for model, n in ((contract.CNN_AUG, 10), (contract.RESNET_SMALL, 20))]
   if learning_rate:
     table = {preset: [dict(spec, learning_rate=learning_rate,
                            name=f"{spec['name']}-lr{learning_rate:g}")
@@ -64,9 +72,10 @@ def presets(epochs, learning_rate=None):
 
 def run_one(spec, out_root):
   out = os.path.join(out_root, spec["name"])
+  model = spec.get("model", MODEL)
   cxr = os.path.join(os.path.dirname(sys.executable), "cxr")
   command = [cxr, "run", "--data", DATA[spec["task"]], "--task", spec["task"],
-             "--output", out, "--models", MODEL,
+             "--output", out, "--models", model,
              "--image-size", str(spec["size"]), "--epochs",
              str(spec["epochs"]), "--class-weight", spec["class_weight"],
              "--no-cache"]
@@ -79,9 +88,12 @@ def run_one(spec, out_root):
   wall = time.perf_counter() - start
   result = summary_lib.summarize(
       layout.output_paths(out).metadata,
-      layout.pipeline_name(spec["task"])).models[MODEL]
+      layout.pipeline_name(spec["task"])).models[model]
   history = summary_lib.read_history(result)
-  return dict(spec, exit_code=code, wall_seconds=round(wall, 1),
+  return dict(spec, model=model, exit_code=code, wall_seconds=round(wall, 1),
+              trainer_seconds=round(result.seconds.get(layout.TRAINER, 0), 1),
+              seed=settings.TrainingSettings().seed,
+              recipe=history.get("recipe"),
               epoch_seconds=[round(s, 1) for s in history["seconds"]],
               exported_epoch=history.get("exported_epoch"),
               metrics=result.metrics, blessed=result.blessed)
@@ -105,7 +117,8 @@ def row(r):
               f" | recall {recalls} | AUC {aucs} |")
   return (f"| {r['name']} | {r['class_weight']} | {r['epochs']} "
           f"(exported {r['exported_epoch']}) | {scores} | "
-          f"{min(secs):.0f}-{max(secs):.0f} | {r['wall_seconds'] / 60:.1f} |")
+          f"{min(secs):.0f}-{max(secs):.0f} | {sum(secs) / 60:.1f} | "
+          f"{r['wall_seconds'] / 60:.1f} |")
 
 
 def main():

@@ -1,4 +1,9 @@
-"""Keras models of the thesis (Vic, 2023), built on float pixels in [0, 255].
+"""Keras models of the zoo, built on float pixels in [0, 255], and how each
+is trained (its Recipe).
+
+The thesis's five (Vic, 2023) are reproduced as published. RESNET_SMALL is
+beyond the thesis: a small residual network trained from scratch with a
+recipe of its own (Adam, warm-up + cosine decay, label smoothing).
 
 Every model scales its own input, so the input pipeline and every serving
 signature hand it the same uint8-valued pixels that Transform stored.
@@ -9,6 +14,8 @@ base's output, never a base nested as a layer, so Grad-CAM can reach the last
 conv layer. Each base gets its own ImageNet preprocessing inside the model.
 """
 
+import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -19,6 +26,7 @@ from tensorflow.python.autograph.core import config as autograph_config  # pylin
 from tfx.dsl.io import fileio
 
 from schema import contract
+from schema import settings as settings_lib
 
 keras = tf.keras
 
@@ -51,12 +59,16 @@ _KERAS_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/"
                       "keras-applications")
 MODELS = contract.MODELS
 THESIS_CNNS = (contract.CNN, contract.CNN_AUG)
-assert set(MODELS) == set(THESIS_CNNS) | set(TRANSFER_BASES)
+# Trained from scratch beyond the thesis, each with its own Recipe.
+RESIDUAL_MODELS = (contract.RESNET_SMALL,)
+assert set(MODELS) == (set(THESIS_CNNS) | set(TRANSFER_BASES)
+                       | set(RESIDUAL_MODELS))
 # Smallest input each model can take: the thesis CNN's valid convolutions and
-# four poolings need 58 px; Keras's bases need 32.
+# four poolings need 58 px; Keras's bases need 32, and the residual
+# network's 'same' convolutions take the settings' floor of 32 too.
 MIN_IMAGE_SIZE = {name: 58 if name in THESIS_CNNS else 32 for name in MODELS}
 # Models trained with the augmentation of components/augment.py.
-AUGMENTED_MODELS = (contract.CNN_AUG,)
+AUGMENTED_MODELS = (contract.CNN_AUG, contract.RESNET_SMALL)
 INPUT_NAME = "image"
 
 
@@ -92,6 +104,52 @@ def _thesis_cnn(inputs, task: str, dropout: float):
   if dropout:
     x = keras.layers.Dropout(dropout, name="dropout")(x)
   x = keras.layers.Dense(512, activation="relu", name="dense")(x)
+  return _head(x, task)
+
+
+# RESNET_SMALL: (filters, stride) of its basic residual blocks after the stem.
+RESNET_SMALL_STEM = 32  # filters of the 5x5 stride-2 stem convolution
+RESNET_SMALL_BLOCKS = ((32, 1), (64, 2), (128, 2), (256, 2), (256, 2))
+RESNET_SMALL_DROPOUT = 0.3
+
+
+def _conv_bn(x, filters: int, kernel: int, stride: int, name: str,
+             relu: bool = True):
+  """Conv (no bias: the batch norm's offset replaces it) -> BN [-> ReLU]."""
+  x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same",
+                          use_bias=False, kernel_initializer="he_normal",
+                          name=f"{name}_conv")(x)
+  x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+  return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _residual_block(x, filters: int, stride: int, name: str):
+  """He et al. 2016's basic block: two 3x3 conv-BN, the second without its
+  ReLU, added to the input (through a 1x1 conv-BN where the shape changes),
+  then ReLU. The residual branch is the Add's first input: Grad-CAM's
+  receptive-field arithmetic follows first inputs (serving/export/gradcam)."""
+  residual = _conv_bn(x, filters, 3, stride, f"{name}_1")
+  residual = _conv_bn(residual, filters, 3, 1, f"{name}_2", relu=False)
+  shortcut = x
+  if stride != 1 or x.shape[-1] != filters:
+    shortcut = _conv_bn(x, filters, 1, stride, f"{name}_shortcut",
+                        relu=False)
+  x = keras.layers.Add(name=f"{name}_add")([residual, shortcut])
+  return keras.layers.ReLU(name=f"{name}_out")(x)
+
+
+def _resnet_small(inputs, task: str):
+  """Rescale -> 5x5/2 conv-BN-ReLU (32) -> basic blocks of 32, 64, 128, 256,
+  256 filters (stride 2 from the second) -> global average pool -> Dropout
+  0.3 -> head. The last block's output (block5_out) is the last spatial
+  map, the one Grad-CAM explains; the global pool makes HiResCAM and
+  Grad-CAM the same map for this model."""
+  x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+  x = _conv_bn(x, RESNET_SMALL_STEM, 5, 2, "stem")
+  for block, (filters, stride) in enumerate(RESNET_SMALL_BLOCKS, start=1):
+    x = _residual_block(x, filters, stride, f"block{block}")
+  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+  x = keras.layers.Dropout(RESNET_SMALL_DROPOUT, name="dropout")(x)
   return _head(x, task)
 
 
@@ -181,6 +239,8 @@ def build_model(name: str, task: str, image_size: int,
   inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
   if name in TRANSFER_BASES:
     outputs = _transfer(inputs, name, task, image_size, weights)
+  elif name == contract.RESNET_SMALL:
+    outputs = _resnet_small(inputs, task)
   else:
     outputs = _thesis_cnn(inputs, task,
                           dropout=0.5 if name == contract.CNN_AUG else 0)
@@ -219,15 +279,137 @@ def parameter_counts(model: keras.Model) -> Dict[str, int]:
   return {"total": model.count_params(), "trainable": trainable}
 
 
+# --- how each model is trained -------------------------------------------
+
+RMSPROP, ADAM = settings_lib.RMSPROP, settings_lib.ADAM
+CONSTANT, COSINE = settings_lib.CONSTANT, settings_lib.COSINE
+FLOAT32, BFLOAT16 = settings_lib.FLOAT32, settings_lib.BFLOAT16
+# A recipe's compute dtype that is bfloat16 where the hardware computes it
+# (native_bfloat16) and float32 elsewhere, where bfloat16 is emulated and
+# slower, or unsupported (the T4 GPU of the cloud Trainer).
+BFLOAT16_WHERE_NATIVE = "bfloat16 where native"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How a model is trained: its optimizer, learning rate and schedule,
+  label smoothing and compute dtype. Every TrainingSettings field of the
+  same name overrides it when the user gives one (training_recipe)."""
+  optimizer: str = RMSPROP
+  learning_rate: float = 5e-4
+  lr_schedule: str = CONSTANT
+  warmup_epochs: int = 0
+  label_smoothing: float = 0.0
+  mixed_precision: str = FLOAT32
+
+  def learning_rate_at(self, epoch: int, epochs: int) -> float:
+    """The rate of 0-based `epoch` of `epochs`.
+
+    cosine: epochs 0 .. w-1 climb linearly to the full rate in w + 1 equal
+    steps (epoch e at (e + 1) / (w + 1) of it), then the rate follows half a
+    cosine from the full rate at epoch w down to 0 at epoch `epochs`, one
+    past the last, so every epoch trains.
+    """
+    if self.lr_schedule == CONSTANT:
+      return self.learning_rate
+    warmup = min(self.warmup_epochs, epochs - 1)
+    if epoch < warmup:
+      return self.learning_rate * (epoch + 1) / (warmup + 1)
+    progress = (epoch - warmup) / (epochs - warmup)
+    return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# The thesis's Table 1: RMSprop at a constant 5e-4, no smoothing, float32.
+THESIS_RECIPE = Recipe()
+RECIPES: Dict[str, Recipe] = {
+    **{name: THESIS_RECIPE for name in contract.THESIS_MODELS},
+    contract.RESNET_SMALL: Recipe(
+        optimizer=ADAM, learning_rate=1e-3, lr_schedule=COSINE,
+        warmup_epochs=2, label_smoothing=0.05,
+        mixed_precision=BFLOAT16_WHERE_NATIVE),
+}
+assert set(RECIPES) == set(MODELS)
+
+
+def native_bfloat16() -> bool:
+  """Whether this machine trains bfloat16 in hardware: no GPU visible, and a
+  CPU with AMX-BF16 or AVX-512 BF16 (the flags Linux lists in
+  /proc/cpuinfo; elsewhere False)."""
+  if tf.config.list_physical_devices("GPU"):
+    return False
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      flags = set(f.read().split())
+  except OSError:
+    return False
+  return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def training_recipe(name: str, training: settings_lib.TrainingSettings,
+                    native_bf16: Optional[bool] = None) -> Recipe:
+  """The model's recipe with every recipe setting the user gave over it.
+
+  native_bf16: whether bfloat16 is native here (default: native_bfloat16()),
+  for a recipe that takes bfloat16 only where it is.
+  """
+  own = RECIPES[name]
+  given = {field.name: getattr(training, field.name)
+           for field in dataclasses.fields(Recipe)
+           if getattr(training, field.name) not in (None, "")}
+  recipe = dataclasses.replace(own, **given)
+  if recipe.mixed_precision == BFLOAT16_WHERE_NATIVE:
+    native = native_bfloat16() if native_bf16 is None else native_bf16
+    recipe = dataclasses.replace(
+        recipe, mixed_precision=BFLOAT16 if native else FLOAT32)
+  return recipe
+
+
+def learning_rate_callback(recipe: Recipe, epochs: int,
+                           first_epoch: int = 0
+                           ) -> Optional[keras.callbacks.Callback]:
+  """Sets the optimizer's rate at each epoch's start; None if constant.
+
+  Per epoch rather than a per-step LearningRateSchedule: a per-step
+  schedule needs the run's step count up front, and the Trainer's tfxio
+  dataset does not know its length until one pass over the data is done.
+  first_epoch: epochs already done before this phase, which the schedule
+  does not count (Keras passes the absolute epoch).
+  """
+  if recipe.lr_schedule == CONSTANT:
+    return None
+  return keras.callbacks.LearningRateScheduler(
+      lambda epoch, _: recipe.learning_rate_at(epoch - first_epoch, epochs))
+
+
+def _smoothed_sparse_crossentropy(classes: int, smoothing: float):
+  """Categorical cross-entropy with label smoothing on sparse int labels.
+
+  tf-keras's SparseCategoricalCrossentropy has no label_smoothing, so the
+  labels are made one-hot here, inside the loss, and the input pipeline and
+  metrics keep their sparse labels.
+  """
+  def smoothed_crossentropy(y_true, y_pred):
+    one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), classes)
+    return keras.losses.categorical_crossentropy(
+        one_hot, y_pred, label_smoothing=smoothing)
+  return smoothed_crossentropy
+
+
 def compile_model(model: keras.Model, task: str, learning_rate: float,
-                  xla: bool = False) -> None:
-  """RMSprop as in the thesis; loss and metrics by task; optional XLA."""
+                  xla: bool = False, optimizer: str = RMSPROP,
+                  label_smoothing: float = 0.0) -> None:
+  """Optimizer (the thesis's RMSprop by default), loss with optional label
+  smoothing and metrics by task; optional XLA."""
   if task == contract.BINARY:
-    loss = keras.losses.BinaryCrossentropy()
+    loss = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
     metrics = [keras.metrics.BinaryAccuracy(name="accuracy"),
                keras.metrics.AUC(name="auc")]
   else:
     loss = keras.losses.SparseCategoricalCrossentropy()
+    if label_smoothing:
+      loss = _smoothed_sparse_crossentropy(contract.class_count(task),
+                                           label_smoothing)
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-  model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), loss=loss,
+  optimizers = {RMSPROP: keras.optimizers.RMSprop, ADAM: keras.optimizers.Adam}
+  model.compile(optimizer=optimizers[optimizer](learning_rate), loss=loss,
                 metrics=metrics, jit_compile=xla)

@@ -9,6 +9,7 @@ custom_config: the task, the model and schema.settings.TrainingSettings, as
 schema.settings.trainer_custom_config writes them; checked on arrival.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -179,8 +180,9 @@ def balanced_class_weights(file_patterns, classes: int) -> Dict[int, float]:
 
 def _train_phase(model, train_data, eval_data, first_epoch: int, epochs: int,
                  training: settings_lib.TrainingSettings, log_dir: str,
-                 class_weight):
-  """Fits epochs first_epoch+1 .. first_epoch+epochs.
+                 class_weight, recipe: models.Recipe = models.THESIS_RECIPE):
+  """Fits epochs first_epoch+1 .. first_epoch+epochs, the learning rate set
+  per epoch by the recipe's schedule over this phase's epochs.
 
   Returns (history dict, 1-based epoch whose weights the model now holds).
   """
@@ -189,6 +191,9 @@ def _train_phase(model, train_data, eval_data, first_epoch: int, epochs: int,
                _ProgressLog(last, training.batch_size,
                             first_epoch=first_epoch),
                tf.keras.callbacks.TensorBoard(log_dir=log_dir)]
+  schedule = models.learning_rate_callback(recipe, epochs, first_epoch)
+  if schedule is not None:
+    callbacks.append(schedule)
   best = None
   if training.restore_best_epoch:
     # Patience of every epoch: never stops early, only restores the best.
@@ -246,13 +251,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   config = settings_lib.TrainerConfig.from_custom_config(
       fn_args.custom_config)
   task, name, training = config.task, config.model, config.training
-  logging.info("Training %s for the %s task with %s", name, task, training)
+  recipe = models.training_recipe(name, training)
+  logging.info("Training %s for the %s task with %s; recipe %s", name, task,
+               training, recipe)
   tf.keras.utils.set_random_seed(training.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  if training.mixed_precision:
-    # float16/bfloat16 compute; the head stays float32 (models._head).
-    tf.keras.mixed_precision.set_global_policy(
-        f"mixed_{training.mixed_precision}")
+  # float16/bfloat16 compute; the head stays float32 (models._head). Set
+  # for float32 too: Trainers of several models may share one process, and
+  # one model's recipe must not leave its policy to the next.
+  tf.keras.mixed_precision.set_global_policy(
+      models.FLOAT32 if recipe.mixed_precision == models.FLOAT32
+      else f"mixed_{recipe.mixed_precision}")
 
   def dataset(files, train):
     return input_fn(files, fn_args.data_accessor, tf_transform_output,
@@ -263,8 +272,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   with distribution_strategy().scope():
     model = models.build_model(name, task, training.image_size,
                                training.weights)
-    models.compile_model(model, task, training.learning_rate,
-                         xla=training.xla)
+    models.compile_model(model, task, recipe.learning_rate,
+                         xla=training.xla, optimizer=recipe.optimizer,
+                         label_smoothing=recipe.label_smoothing)
   model.summary(print_fn=logging.info)
   # A wrong Grad-CAM layer name fails now, not at export after training.
   gradcam_layer = training.gradcam_layer or gradcam.find_target_layer(model)
@@ -279,18 +289,23 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   log_dir = os.path.join(fn_args.model_run_dir, "logs")
   history, exported = _train_phase(model, train_data, eval_data, 0,
                                    training.epochs, training, log_dir,
-                                   class_weight)
+                                   class_weight, recipe)
   record = {k: [float(v) for v in vs] for k, vs in history.items()}
 
   if training.fine_tune_layers:
     unfrozen = models.unfreeze_top(model, training.fine_tune_layers)
-    fine_tune_rate = training.learning_rate * FINE_TUNE_LR_FACTOR
+    fine_tune = dataclasses.replace(
+        recipe, learning_rate=recipe.learning_rate * FINE_TUNE_LR_FACTOR)
     logging.info("Fine-tuning %d base layers (%s .. %s) at lr %g",
-                 len(unfrozen), unfrozen[0], unfrozen[-1], fine_tune_rate)
-    models.compile_model(model, task, fine_tune_rate, xla=training.xla)
+                 len(unfrozen), unfrozen[0], unfrozen[-1],
+                 fine_tune.learning_rate)
+    models.compile_model(model, task, fine_tune.learning_rate,
+                         xla=training.xla, optimizer=fine_tune.optimizer,
+                         label_smoothing=fine_tune.label_smoothing)
     history, exported = _train_phase(
         model, train_data, eval_data, training.epochs,
-        training.fine_tune_epochs, training, log_dir, class_weight)
+        training.fine_tune_epochs, training, log_dir, class_weight,
+        fine_tune)
     for key, values in history.items():
       record.setdefault(key, []).extend(float(v) for v in values)
     record["fine_tuned_layers"] = unfrozen
@@ -301,6 +316,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       os.path.join(fn_args.model_run_dir, layout.HISTORY_FILE), "w") as f:
     record["exported_epoch"] = exported  # 1-based, across both phases
     record["device"] = device_name()
+    record["recipe"] = dataclasses.asdict(recipe)  # as resolved, for reports
     json.dump(record, f, indent=1)
   with fileio.open(
       os.path.join(fn_args.model_run_dir, layout.CURVES_FILE), "wb") as f:

@@ -97,8 +97,13 @@ GRADCAM_METHODS: Tuple[str, ...] = ("gradcam", "hirescam")
 # + Dense heads give each location its own weights for.
 DEFAULT_GRADCAM_METHOD = "hirescam"
 
-# The model zoo: the thesis's CNN without and with augmentation, and its
-# three transfer models. Node ids and served model names carry these.
+# The model zoo. The thesis's five: its CNN without and with augmentation,
+# and its three transfer models. Beyond them, a small residual network
+# trained from scratch with its own recipe (components/models.py). Node ids
+# and served model names carry these.
 CNN, CNN_AUG = "cnn", "cnn_aug"
 VGG16, MOBILENET_V2, RESNET50_V2 = "vgg16", "mobilenet_v2", "resnet50_v2"
-MODELS: Tuple[str, ...] = (CNN, CNN_AUG, VGG16, MOBILENET_V2, RESNET50_V2)
+RESNET_SMALL = "resnet_small"
+THESIS_MODELS: Tuple[str, ...] = (CNN, CNN_AUG, VGG16, MOBILENET_V2,
+                                  RESNET50_V2)
+MODELS: Tuple[str, ...] = THESIS_MODELS + (RESNET_SMALL,)

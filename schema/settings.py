@@ -74,7 +74,14 @@ def check_patient_id_pattern(text: str) -> str:
   return text
 
 
-MIXED_PRECISION = ("", "float16", "bfloat16")
+# "" (and None) in a recipe setting: the model's own, from its recipe
+# (components/models.py RECIPES).
+FLOAT32, FLOAT16, BFLOAT16 = "float32", "float16", "bfloat16"
+MIXED_PRECISION = ("", FLOAT32, FLOAT16, BFLOAT16)
+RMSPROP, ADAM = "rmsprop", "adam"
+OPTIMIZERS = ("", RMSPROP, ADAM)
+CONSTANT, COSINE = "constant", "cosine"
+LR_SCHEDULES = ("", CONSTANT, COSINE)
 CLASS_WEIGHTS = ("none", "balanced")
 CALIBRATIONS = ("temperature", "none")
 # How the decision threshold is chosen on the eval split: the highest one
@@ -104,9 +111,22 @@ class TrainingSettings:
   image_size: int = setting(224, "input side of the models, px")
   epochs: int = setting(30, "training epochs")
   batch_size: int = setting(32, "images per training step")
-  learning_rate: float = setting(
-      5e-4, "RMSprop's learning rate (the thesis's by default; README: the "
-      "rate for 224-px images)")
+  optimizer: str = setting(
+      "", "rmsprop or adam (default: the model's recipe)",
+      choices=OPTIMIZERS)
+  learning_rate: Optional[float] = setting(
+      None, "initial learning rate (default: the model's recipe; README: "
+      "the rate for 224-px images)")
+  lr_schedule: str = setting(
+      "", "constant, or cosine: a linear warm-up over --warmup-epochs, then "
+      "a cosine decay towards 0 at the end of the run, set per epoch "
+      "(default: the model's recipe)", choices=LR_SCHEDULES)
+  warmup_epochs: Optional[int] = setting(
+      None, "epochs of linear warm-up before the cosine decay (default: the "
+      "model's recipe)")
+  label_smoothing: Optional[float] = setting(
+      None, "label smoothing of the cross-entropy loss, in [0, 1) (default: "
+      "the model's recipe)")
   seed: int = setting(42, "seed of initialisation, shuffling and "
                       "augmentation")
   weights: str = setting(
@@ -121,8 +141,8 @@ class TrainingSettings:
       "layers at a tenth of the learning rate")
   fine_tune_epochs: int = setting(10, "epochs of the fine-tuning phase")
   mixed_precision: str = setting(
-      "", "compute dtype; the output layer stays float32",
-      choices=MIXED_PRECISION)
+      "", "compute dtype: float32, float16 or bfloat16; the output layer "
+      "stays float32 (default: the model's recipe)", choices=MIXED_PRECISION)
   xla: bool = setting(False, "compile with XLA")
   restore_best_epoch: bool = setting(
       True, "export the last epoch's weights instead of the epoch with the "
@@ -149,10 +169,16 @@ class TrainingSettings:
     for name in ("fine_tune_layers", "fine_tune_epochs"):
       _check(getattr(self, name) >= 0, f"{name} must be at least 0, got "
              f"{getattr(self, name)}")
-    _check(self.learning_rate > 0, f"learning_rate must be positive, got "
-           f"{self.learning_rate}")
+    _check(self.learning_rate is None or self.learning_rate > 0,
+           f"learning_rate must be positive, got {self.learning_rate}")
+    _check(self.warmup_epochs is None or self.warmup_epochs >= 0,
+           f"warmup_epochs must be at least 0, got {self.warmup_epochs}")
+    _check(self.label_smoothing is None or 0 <= self.label_smoothing < 1,
+           f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
     _check_choice("class_weight", self.class_weight, CLASS_WEIGHTS)
     _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+    _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+    _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
     _check_choice("calibration", self.calibration, CALIBRATIONS)
     parse_operating_point(self.operating_point)
 
@@ -189,8 +215,9 @@ BEAM_MODES = ("in_memory", "multi_processing")
 class RunSettings:
   """The run's own choices: what to train, how to split, how to run."""
   models: Tuple[str, ...] = setting(
-      contract.MODELS, "comma list of models to train, each in its own "
-      "Trainer/Evaluator/Pusher branch", parse=parse_model_list,
+      contract.THESIS_MODELS, "comma list of models to train, each in its "
+      f"own Trainer/Evaluator/Pusher branch, from {','.join(contract.MODELS)}"
+      " (the default is the thesis's five)", parse=parse_model_list,
       show=",".join)
   eval_percent: int = setting(
       10, "percent of train patients held out for validation")

@@ -35,12 +35,13 @@ def test_models_table(capsys):
                    "64"]) == 0
   rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:-1]]
   assert [r[0] for r in rows] == ["cnn", "cnn_aug", "vgg16", "mobilenet_v2",
-                                  "resnet50_v2"]
+                                  "resnet50_v2", "resnet_small"]
   for name, task, total, trainable in rows:
     assert task == "multiclass"
     total, trainable = int(total.replace(",", "")), int(
         trainable.replace(",", ""))
     assert 0 < trainable <= total
+    # Frozen bases, and resnet_small's batch-norm statistics, do not train.
     assert (trainable < total) == (name not in ("cnn", "cnn_aug"))
 
 

@@ -21,7 +21,7 @@ from serving.export import signatures
 # The feature map Grad-CAM must explain: each architecture's last conv output.
 GRADCAM_LAYERS = {"cnn": "conv4_1", "cnn_aug": "conv4_1",
                   "vgg16": "block5_conv3", "mobilenet_v2": "out_relu",
-                  "resnet50_v2": "post_relu"}
+                  "resnet50_v2": "post_relu", "resnet_small": "block5_out"}
 
 SIZE = 58  # the smallest the thesis CNN takes
 

@@ -87,3 +87,30 @@ def test_trainer_config_refuses_what_it_does_not_know(change, named):
   config.update(change)
   with pytest.raises(ValueError, match=named):
     settings.TrainerConfig.from_custom_config(config)
+
+
+def test_recipe_settings_default_to_the_models_own_and_parse():
+  training = settings.TrainingSettings()
+  # None / "": the model's recipe decides (components/models.py).
+  assert (training.optimizer, training.learning_rate, training.lr_schedule,
+          training.warmup_epochs, training.label_smoothing,
+          training.mixed_precision) == ("", None, "", None, None, "")
+  args = _parser(settings.TrainingSettings).parse_args(
+      ["--optimizer", "adam", "--lr-schedule", "cosine", "--warmup-epochs",
+       "0", "--label-smoothing", "0.1", "--mixed-precision", "float32"])
+  training = settings.from_args(settings.TrainingSettings, args)
+  assert (training.optimizer, training.lr_schedule, training.warmup_epochs,
+          training.label_smoothing, training.mixed_precision) == (
+              "adam", "cosine", 0, 0.1, "float32")
+  for bad in ({"optimizer": "sgd"}, {"lr_schedule": "step"},
+              {"warmup_epochs": -1}, {"label_smoothing": 1.0},
+              {"learning_rate": 0.0}):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+      settings.TrainingSettings(**bad)
+
+
+def test_the_default_run_trains_the_thesiss_five_and_takes_resnet_small():
+  assert settings.RunSettings().models == contract.THESIS_MODELS
+  assert contract.RESNET_SMALL not in contract.THESIS_MODELS
+  assert settings.RunSettings(models=("resnet_small",)).models == (
+      "resnet_small",)

@@ -116,3 +116,24 @@ def test_the_same_seed_trains_the_same_model():
     np.testing.assert_array_equal(a, b)
   other = _trained_weights(4)
   assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_the_recipes_schedule_sets_the_rate_each_epoch(tmp_path):
+  recipe = models.training_recipe("resnet_small", settings.TrainingSettings(),
+                                  native_bf16=False)
+  model = models.build_model("resnet_small", "binary", 32)
+  models.compile_model(model, "binary", recipe.learning_rate,
+                       optimizer=recipe.optimizer,
+                       label_smoothing=recipe.label_smoothing)
+  data = _data(size=32)
+  history, _ = trainer._train_phase(  # pylint: disable=protected-access
+      model, data, data, 0, 4, settings.TrainingSettings(batch_size=4),
+      str(tmp_path), None, recipe)
+  # Two warm-up epochs, then the cosine from the full rate over epochs 2-3.
+  assert history["lr"] == pytest.approx(
+      [1e-3 / 3, 2e-3 / 3, 1e-3, 5e-4], rel=1e-5)
+  # A later phase (fine-tuning) runs the schedule over its own epochs.
+  history, _ = trainer._train_phase(  # pylint: disable=protected-access
+      model, data, data, 4, 3, settings.TrainingSettings(batch_size=4),
+      str(tmp_path), None, recipe)
+  assert history["lr"] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3], rel=1e-5)
