@@ -4,6 +4,9 @@
                                           [--learning-rate LR]
 
 Presets:
+  both-data     resnet_small at 128 px on both shared data sets together,
+                binary (20 epochs) and 3-class (25 epochs): issue 14's
+                benchmark, at the default operating point with intervals
   binary-224    cnn_aug, binary, ../shared/data/chest_xray at 224 px (the
                 issue's benchmark; --epochs, default 30 as the thesis)
   class-weight  cnn_aug at 128 px without and with balanced class weights,
@@ -43,6 +46,7 @@ DATA = {
                                "chest_xray_multiclass"),
 }
 MODEL = contract.CNN_AUG  # unless a preset's run names its own
+BOTH_DATA = ",".join(DATA[task] for task in contract.TASKS)
 
 
 def presets(epochs, learning_rate=None):
@@ -62,6 +66,14 @@ def presets(epochs, learning_rate=None):
       dict(name=f"{model}-128", model=model, task="binary", size=128,
            epochs=epochs or n, class_weight="none")
       for model, n in ((contract.CNN_AUG, 10), (contract.RESNET_SMALL, 20))]
+  # Issue 14's benchmark: both shared data sets as one training set, each
+  # keeping its own test folder; the binary decision at the default
+  # operating point, calibrated, with 95% intervals.
+  table["both-data"] = [
+      dict(name=f"both-{task}-{contract.RESNET_SMALL}-128",
+           model=contract.RESNET_SMALL, task=task, size=128,
+           epochs=epochs or n, class_weight="none", data=BOTH_DATA)
+      for task, n in (("binary", 20), ("multiclass", 25))]
   if learning_rate:
     table = {preset: [dict(spec, learning_rate=learning_rate,
                            name=f"{spec['name']}-lr{learning_rate:g}")
@@ -74,7 +86,8 @@ def run_one(spec, out_root):
   out = os.path.join(out_root, spec["name"])
   model = spec.get("model", MODEL)
   cxr = os.path.join(os.path.dirname(sys.executable), "cxr")
-  command = [cxr, "run", "--data", DATA[spec["task"]], "--task", spec["task"],
+  command = [cxr, "run", "--data", spec.get("data", DATA[spec["task"]]),
+             "--task", spec["task"],
              "--output", out, "--models", model,
              "--image-size", str(spec["size"]), "--epochs",
              str(spec["epochs"]), "--class-weight", spec["class_weight"],
@@ -96,24 +109,42 @@ def run_one(spec, out_root):
               recipe=history.get("recipe"),
               epoch_seconds=[round(s, 1) for s in history["seconds"]],
               exported_epoch=history.get("exported_epoch"),
-              metrics=result.metrics, blessed=result.blessed)
+              metrics=result.metrics, intervals=result.intervals,
+              operating_point=history.get("operating_point"),
+              calibration={k: v for k, v in (history.get("calibration")
+                                             or {}).items()
+                           if k in ("temperature", "note")},
+              blessed=result.blessed)
 
 
 def row(r):
   overall = r["metrics"].get("Overall", {})
   secs = r["epoch_seconds"]
+  bounds = r.get("intervals", {}).get("Overall", {})
+
+  def shown(key, digits=4):
+    text = f"{overall.get(key, float('nan')):.{digits}f}"
+    if key in bounds:
+      text += f" [{bounds[key][0]:.{digits}f}, {bounds[key][1]:.{digits}f}]"
+    return text
+
   if r["task"] == "binary":
-    scores = (f"{overall.get('binary_accuracy', float('nan')):.4f} | "
-              f"{overall.get('auc', float('nan')):.4f} | "
-              f"{overall.get('recall', float('nan')):.4f} | "
-              f"{overall.get('specificity', float('nan')):.4f}")
+    # At the operating point where the run has it, else at 0.5.
+    def decided(key):
+      at = key + "_at_threshold"
+      return at if at in overall else key
+    scores = " | ".join(shown(k) for k in (
+        decided("binary_accuracy"), "auc", decided("recall"),
+        decided("specificity")))
+    if r.get("operating_point"):
+      scores += f" (threshold {r['operating_point']['threshold']:.4f})"
   else:
     recalls = "/".join(
         f"{r['metrics'].get(f'label:{i}', {}).get('sparse_categorical_accuracy', float('nan')):.3f}"
         for i in range(contract.class_count(r["task"])))
     aucs = "/".join(f"{overall.get(f'auc classId:{i}', float('nan')):.3f}"
                     for i in range(contract.class_count(r["task"])))
-    scores = (f"{overall.get('sparse_categorical_accuracy', float('nan')):.4f}"
+    scores = (f"{shown('sparse_categorical_accuracy')}"
               f" | recall {recalls} | AUC {aucs} |")
   return (f"| {r['name']} | {r['class_weight']} | {r['epochs']} "
           f"(exported {r['exported_epoch']}) | {scores} | "
