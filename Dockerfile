@@ -27,10 +27,12 @@ ENV PYTHONUNBUFFERED=1 \
 
 # The project installed (not editable) with the pinned set; the source tree
 # is removed so nothing but site-packages provides the packages.
-COPY . /tmp/cxr-src
-WORKDIR /tmp/cxr-src
+# Where the build context is copied inside the image, for the install only.
+ARG SOURCE_DIR=/tmp/cxr-src
+COPY . ${SOURCE_DIR}
+WORKDIR ${SOURCE_DIR}
 RUN pip install --constraint constraints.txt . \
- && cd / && rm -rf /tmp/cxr-src
+ && cd / && rm -rf "${SOURCE_DIR}"
 
 # Not the source folder: `python -m` puts the working directory first on
 # sys.path.
