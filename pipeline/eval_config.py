@@ -1,5 +1,6 @@
 """TFMA evaluation config: metrics, slices and the blessing thresholds."""
 
+import re
 from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
@@ -49,46 +50,42 @@ def _metric(class_name: str, lower_bound: Optional[float],
                            per_slice_thresholds=per_slice)
 
 
+def default_metric_name(class_name: str) -> str:
+  """The name TFMA and Keras give a metric class by default: AUC -> auc,
+  BinaryAccuracy -> binary_accuracy."""
+  return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", class_name).lower()
+
+
 # Metrics at the model's operating point: the same TFMA metrics on the
 # served decision (serving_tf_example's 0/1 `pneumonia_decision`), named
-# apart from their namesakes at 0.5 on the probability. Summary and report
-# read them by these names.
+# apart from their namesakes at 0.5 on the probability by this suffix.
+# Summary and report read them by these names.
 AT_THRESHOLD = "_at_threshold"
-ACCURACY_AT_THRESHOLD = "binary_accuracy" + AT_THRESHOLD
-RECALL_AT_THRESHOLD = "recall" + AT_THRESHOLD  # sensitivity
-SPECIFICITY_AT_THRESHOLD = "specificity" + AT_THRESHOLD
+AT_THRESHOLD_METRICS = ("BinaryAccuracy", "Recall", "Specificity", "Precision",
+                        "TruePositives", "FalsePositives", "TrueNegatives",
+                        "FalseNegatives")
+ACCURACY_AT_THRESHOLD = default_metric_name("BinaryAccuracy") + AT_THRESHOLD
+RECALL_AT_THRESHOLD = default_metric_name("Recall") + AT_THRESHOLD
+SPECIFICITY_AT_THRESHOLD = default_metric_name("Specificity") + AT_THRESHOLD
 # TFMA's operating-point curves on the probability, for comparison with the
 # chosen threshold's figures.
 SPECIFICITY_AT_SENSITIVITY = 0.95
 SENSITIVITY_AT_SPECIFICITY = 0.90
 
 
-def _named(name: str) -> str:
-  """A MetricConfig's config naming the metric."""
-  return f'"name": "{name}"'
-
-
 def _at_threshold_metrics(gates: settings.GateSettings,
                           thresholds: bool) -> List[tfma.MetricConfig]:
   """Accuracy, sensitivity, specificity, precision and the confusion
   counts of the served decision; the binary floors apply here."""
-  gate = dict(thresholds=thresholds)
-  return [
-      _metric("BinaryAccuracy", gates.min_accuracy,
-              config=_named(ACCURACY_AT_THRESHOLD), **gate),
-      # A floor of 0 means none: it would only add a no-regression rule.
-      _metric("Recall", gates.min_recall or None,
-              config=_named(RECALL_AT_THRESHOLD), **gate),
-      _metric("Specificity", gates.min_specificity or None,
-              config=_named(SPECIFICITY_AT_THRESHOLD), **gate),
-      tfma.MetricConfig(class_name="Precision",
-                        config=_named("precision" + AT_THRESHOLD)),
-  ] + [tfma.MetricConfig(class_name=c, config=_named(
-      f"{snake}{AT_THRESHOLD}")) for c, snake in (
-          ("TruePositives", "true_positives"),
-          ("FalsePositives", "false_positives"),
-          ("TrueNegatives", "true_negatives"),
-          ("FalseNegatives", "false_negatives"))]
+  # A recall or specificity floor of 0 means none: it would only add a
+  # no-regression rule.
+  floors = {"BinaryAccuracy": gates.min_accuracy,
+            "Recall": gates.min_recall or None,
+            "Specificity": gates.min_specificity or None}
+  return [_metric(class_name, floors.get(class_name), thresholds,
+                  config=f'"name": "{default_metric_name(class_name)}'
+                  f'{AT_THRESHOLD}"')
+          for class_name in AT_THRESHOLD_METRICS]
 
 
 def evaluation_options(confidence_intervals: bool) -> tfma.Options:

@@ -7,7 +7,6 @@ context, cached ones included), so a summary never mixes runs.
 import dataclasses
 import json
 import os
-import re
 from typing import Dict, List, Optional, Tuple
 
 from google.protobuf import text_format
@@ -30,6 +29,8 @@ _HEADLINE = ("example_count", "binary_accuracy", "sparse_categorical_accuracy",
 # slice -> metric -> value, and the same for (lower, upper) 95% bounds.
 Metrics = Dict[str, Dict[str, float]]
 Intervals = Dict[str, Dict[str, Tuple[float, float]]]
+# (metric name, lower bound) of a floor the Evaluator applied.
+Floor = Tuple[str, float]
 # Executions whose outputs are there: run now, or taken from the cache.
 _DONE = (metadata_store_pb2.Execution.COMPLETE,
          metadata_store_pb2.Execution.CACHED)
@@ -60,7 +61,7 @@ class ModelResult:
   intervals: Intervals = dataclasses.field(default_factory=dict)
   cross_intervals: Intervals = dataclasses.field(default_factory=dict)
   # The blessing floors: (metric, floor) on the whole test split.
-  floors: List[Tuple[str, float]] = dataclasses.field(default_factory=list)
+  floors: List[Floor] = dataclasses.field(default_factory=list)
   # history.json's calibration and operating point, when the Trainer wrote
   # them.
   calibration: Optional[dict] = None
@@ -194,10 +195,12 @@ def _slice_name(slice_key) -> str:
   return tfma.slicer.stringify_slice_key(slice_key) or "Overall"
 
 
-def read_evaluation(evaluation_uri: str) -> Tuple[Metrics, Intervals]:
-  """(slice -> metric name -> value, slice -> metric name -> 95% bounds)
-  from an Evaluator output folder. Metric names are unique across the
-  model's outputs (eval_config names the operating point's apart)."""
+def read_evaluation(evaluation_uri: str
+                    ) -> Tuple[Metrics, Intervals, List[Floor]]:
+  """(slice -> metric name -> value, slice -> metric name -> 95% bounds,
+  the floors of its config) from an Evaluator output folder, read once.
+  Metric names are unique across the model's outputs (eval_config names
+  the operating point's apart)."""
   result = tfma.load_eval_result(evaluation_uri)
   metrics_out, intervals_out = {}, {}
   for slice_key, by_output in result.slicing_metrics:
@@ -216,17 +219,10 @@ def read_evaluation(evaluation_uri: str) -> Tuple[Metrics, Intervals]:
                            float(bounded.get("upperBound", 0.0)))
     name = _slice_name(slice_key)
     metrics_out[name], intervals_out[name] = values, bounds
-  return metrics_out, intervals_out
+  return metrics_out, intervals_out, _floors(result.config)
 
 
-def read_metrics(evaluation_uri: str) -> Metrics:
-  """slice -> metric name -> value (the point estimates)."""
-  return read_evaluation(evaluation_uri)[0]
-
-
-def read_floors(evaluation_uri: str) -> List[Tuple[str, float]]:
-  """(metric name, lower bound) of every floor the Evaluator applied."""
-  config = tfma.load_eval_result(evaluation_uri).config
+def _floors(config: tfma.EvalConfig) -> List[Floor]:
   floors = []
   for spec in config.metrics_specs:
     for metric in spec.metrics:
@@ -235,15 +231,9 @@ def read_floors(evaluation_uri: str) -> List[Tuple[str, float]]:
         if value.HasField("lower_bound"):
           name = (json.loads("{" + metric.config + "}").get("name")
                   if metric.config else None)
-          floors.append((name or _default_name(metric.class_name),
-                         value.lower_bound.value))
+          floors.append((name or eval_config.default_metric_name(
+              metric.class_name), value.lower_bound.value))
   return floors
-
-
-def _default_name(class_name: str) -> str:
-  """The default name TFMA and Keras give a metric class: AUC -> auc,
-  BinaryAccuracy -> binary_accuracy."""
-  return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", class_name).lower()
 
 
 def failed_thresholds(evaluation_uri: str) -> List[str]:
@@ -341,15 +331,15 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
       node_seconds = seconds.get(layout.node_id(component, model))
       if node_seconds is not None:
         branch_seconds[component] = node_seconds
-    metrics, intervals = (read_evaluation(evaluation.uri) if evaluation
-                          else ({}, {}))
-    cross_metrics, cross_intervals = (read_evaluation(cross.uri) if cross
-                                      else ({}, {}))
+    metrics, intervals, floors = (read_evaluation(evaluation.uri)
+                                  if evaluation else ({}, {}, []))
+    cross_metrics, cross_intervals, _ = (read_evaluation(cross.uri) if cross
+                                         else ({}, {}, []))
     results[model] = ModelResult(
         model=model,
         metrics=metrics,
         intervals=intervals,
-        floors=read_floors(evaluation.uri) if evaluation else [],
+        floors=floors,
         blessed=blessed,
         failed_thresholds=(failed_thresholds(evaluation.uri)
                            if evaluation and blessed is False else []),

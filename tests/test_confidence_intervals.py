@@ -23,7 +23,7 @@ def _auc_interval(n, output_path, seed=0):
   tfma.analyze_raw_data(pd.DataFrame({"label": label,
                                       "prediction": prediction}),
                         config, output_path=output_path)
-  metrics, intervals = summary.read_evaluation(output_path)
+  metrics, intervals, _ = summary.read_evaluation(output_path)
   return metrics["Overall"], intervals["Overall"]
 
 

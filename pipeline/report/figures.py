@@ -47,10 +47,11 @@ def confusion_matrix(task: str, overall: Dict[str, float], plots: dict,
   the true/false positive/negative metrics, else recall and specificity
   times the per-label example counts. 3-class: the multi-class plot.
   """
+  # The cells [[TN, FP], [FN, TP]] as TFMA's count metrics name them.
+  keys = ("true_negatives", "false_positives", "false_negatives",
+          "true_positives")
   if task == contract.BINARY:
-    at = [k + eval_config.AT_THRESHOLD for k in (
-        "true_negatives", "false_positives", "false_negatives",
-        "true_positives")]
+    at = [k + eval_config.AT_THRESHOLD for k in keys]
     if all(doc.is_number(overall.get(k)) for k in at):
       return (np.array([overall[k] for k in at], dtype=float).reshape(2, 2),
               "TFMA counts of the served decision, at the operating point")
@@ -63,8 +64,6 @@ def confusion_matrix(task: str, overall: Dict[str, float], plots: dict,
       return (np.array([[m.get(k, 0.0) for k in row] for row in cells]),
               f"TFMA confusion matrix at threshold "
               f"{m.get('threshold', 0):.3f}")
-    keys = ("true_negatives", "false_positives", "false_negatives",
-            "true_positives")
     if all(doc.is_number(overall.get(k)) for k in keys):
       return (np.array([overall[k] for k in keys], dtype=float).reshape(2, 2),
               "TFMA true/false positive/negative counts at 0.5")
