@@ -15,7 +15,8 @@ two patients.
 The layout's folders are found by listing the data set's top level only
 (`plan_folders`); what each file or CSV row is comes from the pure rules
 here (`binary_file`, `labelled_file`, `for_task`...), applied either in this
-process (`list_images`, plain Python over TFX's `fileio`, local or gs://) or
+process (`list_images`, plain Python: os.walk on local disks, TFX's `fileio`
+on gs://) or
 on Beam workers by the ingestion component (components/image_listing.py).
 Anything that cannot be labelled is a quarantine entry with its reason, so
 a caller can account for every file it was given. The eval split is carved
@@ -36,6 +37,7 @@ from tfx.dsl.io import fileio
 
 from schema import contract
 from schema.contract import BACTERIAL, NORMAL, PNEUMONIA, VIRAL
+from schema.layout import is_local
 
 # 3-class CSV class ids, as the Kaggle 3-class data set defines them.
 CSV_CLASS_IDS = {0: NORMAL, 1: BACTERIAL, 2: VIRAL}
@@ -148,11 +150,6 @@ def _read_text(path: str) -> str:
     return f.read().decode("utf-8-sig")
 
 
-def _walk_files(top: str) -> List[str]:
-  files = []
-  for dirpath, _, names in fileio.walk(top):
-    files.extend(os.path.join(dirpath, n) for n in names)
-  return sorted(files)
 
 
 def detect_layout(root: str) -> str:
@@ -363,23 +360,72 @@ def for_task(listed: Listed, task: str) -> Listed:
   return listed
 
 
-# --- Launcher-side listing: every file, in this process.
+# --- Symbolic links, and the launcher-side listing: every file, here.
+
+SYMLINK_REASON = ("symbolic link to {target}: not followed, so that no image "
+                  "is read from outside its folder or twice")
+
+
+def local_entries(folder: Folder) -> Iterator[str]:
+  """Every path below a local layout folder, links not followed.
+
+  A followed link could bring in images from outside the data set, or a
+  test image into training, or one image many times (`up -> ..`); so links
+  are listed as entries, never walked through. A binary split folder's
+  class folders may be links themselves (kept on another disk): only what
+  lies below them counts. Paths come from os.walk on str, so a name that is
+  not UTF-8 arrives as surrogate escapes instead of failing the walk.
+  """
+  roots, loose = [folder.path], []
+  if isinstance(folder, SplitFolder):
+    entries = [os.path.join(folder.path, e)
+               for e in sorted(os.listdir(folder.path))]
+    roots = [e for e in entries if os.path.isdir(e)]
+    loose = [e for e in entries if not os.path.isdir(e)]
+  yield from loose
+  for root in roots:
+    for dirpath, dirs, files in os.walk(root, followlinks=False):
+      for name in sorted(dirs + files):
+        yield os.path.join(dirpath, name)
+
+
+def symlink_quarantine(path: str) -> Quarantined:
+  """The quarantine entry of a link found by local_entries."""
+  return Quarantined(path, SYMLINK_REASON.format(target=os.readlink(path)))
+
+
+def _walk_files(folder: Folder) -> Tuple[List[str], List[Listed]]:
+  """(files, quarantined links) below a folder, local or on an object store
+  (which has no links; TFX's fileio walks it)."""
+  if not is_local(folder.path):
+    return sorted(os.path.join(dirpath, n)
+                  for dirpath, _, names in fileio.walk(folder.path)
+                  for n in names), []
+  files, links = [], []
+  for path in local_entries(folder):
+    if os.path.islink(path):
+      links.append(symlink_quarantine(path))
+    elif not os.path.isdir(path):
+      files.append(path)
+  return sorted(files), links
 
 
 def _list_folder(folder: Folder) -> List[Listed]:
-  files = _walk_files(folder.path)
+  files, links = _walk_files(folder)
   if isinstance(folder, SplitFolder):
-    return [binary_file(folder, p) for p in files]
+    return links + [binary_file(folder, p) for p in files]
   if folder.csv_path is None:
-    return [unlabelled_file(folder, p) for p in files]
-  out: List[Listed] = []
+    return links + [unlabelled_file(folder, p) for p in files]
+  out: List[Listed] = list(links)
   naming: Dict[str, List[CsvRow]] = {}
   for row in csv_rows(folder, io.StringIO(_read_text(folder.csv_path))):
     if not row[1]:
       out.append(empty_csv_row(folder, row[0]))
     else:
       naming.setdefault(folder.label_path(row[1]), []).append(row)
-  existing = set(files)
+  # No CSV (read as UTF-8) can name a file whose name is not UTF-8.
+  out.extend(Quarantined(p, NOT_UTF8) for p in files if not_utf8(p))
+  existing = {p for p in files if not not_utf8(p)}
   for path in sorted(existing | set(naming)):
     out.extend(labelled_file(folder, path, path in existing,
                              naming.get(path, [])))

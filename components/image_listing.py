@@ -24,7 +24,6 @@ What each file or row is, is decided by the pure rules of image_layouts,
 one place for each rule. Every listed input increments the `seen` counter.
 """
 
-import itertools
 import os
 from typing import Dict, Iterable, List, Sequence, Tuple
 
@@ -89,39 +88,21 @@ def _owner(folders: Sequence[image_layouts.Folder],
   return max(found, key=lambda f: len(f.path))
 
 
-SYMLINK_REASON = ("symbolic link to {target}: not followed, so that no image "
-                  "is read from outside its folder or twice")
-
-
 class _QuarantineLinks(beam.DoFn):
   """A local folder -> a quarantine entry for every symbolic link below it.
 
   Beam's local match walks without following folder links and silently
-  drops dangling file links, so neither would be seen or accounted for; a
-  followed link could bring in images from outside the data set, or a test
-  image into training. Every link below a layout folder is therefore
-  quarantined, named with its target, and the match's copy of a file link
-  is dropped (_SortMatches). Object stores (gs://) have no links.
+  drops dangling file links, so neither would be seen or accounted for.
+  Every link below a layout folder is therefore quarantined, named with
+  its target (image_layouts.local_entries says why), and the match's copy
+  of a file link is dropped (_SortMatches). Object stores (gs://) have no
+  links.
   """
 
   def process(self, folder: image_layouts.Folder):
-    roots, loose = [folder.path], []
-    if isinstance(folder, SplitFolder):
-      # Its class folders may be links themselves (kept on another disk),
-      # listed as layout folders by folder_patterns: only what lies below
-      # them counts.
-      entries = [os.path.join(folder.path, e)
-                 for e in sorted(os.listdir(folder.path))]
-      roots = [e for e in entries if os.path.isdir(e)]
-      loose = [e for e in entries if not os.path.isdir(e)]
-    below = (os.path.join(dirpath, name)
-             for root in roots
-             for dirpath, dirs, files in os.walk(root, followlinks=False)
-             for name in sorted(dirs + files))
-    for path in itertools.chain(loose, below):
+    for path in image_layouts.local_entries(folder):
       if os.path.islink(path):
-        yield image_layouts.Quarantined(
-            path, SYMLINK_REASON.format(target=os.readlink(path)))
+        yield image_layouts.symlink_quarantine(path)
 
 
 class _SortMatches(beam.DoFn):

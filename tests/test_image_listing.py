@@ -16,11 +16,12 @@ from schema import contract
 
 
 def _as_tuple(listed):
+  # Printable paths: Beam's str coder cannot carry a non-UTF-8 file name.
   if isinstance(listed, image_layouts.ImageRecord):
-    return ("record", listed.path, listed.split, listed.diagnosis,
-            listed.file_name, listed.patient_id, listed.source,
-            listed.patient_known)
-  return ("quarantined", listed.path, listed.reason)
+    return ("record", image_layouts.printable(listed.path), listed.split,
+            listed.diagnosis, listed.file_name, listed.patient_id,
+            listed.source, listed.patient_known)
+  return ("quarantined", image_layouts.printable(listed.path), listed.reason)
 
 
 def _launcher_listing(root, task):
@@ -58,6 +59,9 @@ def test_binary_layout_on_workers_as_on_the_launcher(tmp_path, name):
               "test/PNEUMONIA/person2_virus_3.jpeg",
               "README.txt"):  # ignored top-level entry
     _write(os.path.join(root, rel))
+  # A name that is not UTF-8: quarantined by both, failing neither.
+  _write(os.fsdecode(os.path.join(os.fsencode(root), b"train", b"NORMAL",
+                                  b"IM-\xff-0001.jpeg")))
   if name == "plain":
     # A symlinked class folder is listed, as the launcher's walk lists it
     # (with glob characters in the path, Beam's match starts its walk above
@@ -91,6 +95,12 @@ def test_3class_layout_on_workers_as_on_the_launcher(tmp_path):
   with open(os.path.join(root, "labels_test.csv"), "w",
             encoding="utf-8-sig") as f:  # with a byte order mark
     f.write("file_name,class_id\r\nt.jpeg,1\r\nu.jpeg,2\r\n")
+  # A name that is not UTF-8, and a link the CSV names.
+  _write(os.fsdecode(os.path.join(os.fsencode(root), b"test_images",
+                                  b"v\xfe.jpeg")))
+  os.symlink("t.jpeg", os.path.join(root, "test_images", "linked.jpeg"))
+  with open(os.path.join(root, "labels_test.csv"), "a") as f:
+    f.write("linked.jpeg,0\r\n")
   for task in contract.TASKS:
     _worker_listing(root, task)
 
@@ -124,8 +134,11 @@ def test_links_below_a_class_folder_are_quarantined_not_followed(tmp_path):
         | beam.Filter(lambda r: isinstance(r, image_layouts.Quarantined))
         | beam.Map(lambda q: (os.path.basename(q.path), q.reason)))
     assert_that(quarantined, equal_to([
-        (name, image_listing.SYMLINK_REASON.format(target=target))
+        (name, image_layouts.SYMLINK_REASON.format(target=target))
         for name, target in links.items()]), label="quarantined")
+  # The launcher-side listing neither follows nor fails on them.
+  for task in contract.TASKS:
+    _worker_listing(str(root), task)
 
 
 def _records(n_patients, with_test, seed=0):
