@@ -16,8 +16,8 @@ The layout's folders are found by listing the data set's top level only
 (`plan_folders`); what each file or CSV row is comes from the pure rules
 here (`binary_file`, `labelled_file`, `for_task`...), applied either in this
 process (`list_images`, plain Python: os.walk on local disks, TFX's `fileio`
-on gs://) or
-on Beam workers by the ingestion component (components/image_listing.py).
+on gs://) or on Beam workers by the ingestion component
+(components/image_listing.py).
 Anything that cannot be labelled is a quarantine entry with its reason, so
 a caller can account for every file it was given. The eval split is carved
 from train by patient, each data set on its own (`carve_sources`). What the
