@@ -1,16 +1,24 @@
-"""Curated schemas against real data, and the gate's message on anomalies."""
+"""Curated schemas against real data, the gate's message on anomalies, and
+a run that the gate stops before Transform."""
 
 import glob
 import os
 
+from ml_metadata.proto import metadata_store_pb2
+from PIL import Image
 import pytest
 import tensorflow_data_validation as tfdv
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
 from components import validation_gate
+from cxr import cli
+from pipeline import summary
+from pipeline import synthetic
 import schema
+from schema import contract
 from schema import layout
+from tests.conftest import REAL_BINARY, REAL_MULTICLASS, _need
 from tests.test_image_example_gen import run_executor
 
 
@@ -56,3 +64,72 @@ def test_gate_stops_with_a_readable_message(binary_statistics, tmp_path):
   assert "split train, feature 'label_name'" in message
   assert "pneumonia" in message
   assert "schema/<task>/schema.pbtxt" in message
+
+
+def _size_domain(task):
+  loaded = tfdv.load_schema_text(schema.schema_path(task))
+  return {side: tfdv.get_feature(loaded, side).int_domain
+          for side in ("height", "width")}
+
+
+@pytest.mark.parametrize("root", [REAL_BINARY, REAL_MULTICLASS],
+                         ids=os.path.basename)
+def test_every_real_image_is_inside_the_schema_size_domain(root):
+  """The size bounds stop images far off, not the real X-rays we have."""
+  domains = {task: _size_domain(task) for task in contract.TASKS}
+  sizes = []
+  for path in glob.glob(os.path.join(_need(root), "**", "*"),
+                        recursive=True):
+    if path.lower().endswith((".jpeg", ".jpg", ".png")):
+      with Image.open(path) as image:
+        sizes.append(dict(zip(("width", "height"), image.size)))
+  assert len(sizes) > 1000
+  for domain in domains.values():
+    for side, bounds in domain.items():
+      values = [s[side] for s in sizes]
+      assert bounds.min <= min(values) and max(values) <= bounds.max, side
+
+
+def _node_states(metadata):
+  """{node id: [execution state names]} of every run in a metadata store."""
+  store = summary.open_store(metadata)
+  states = {}
+  for execution in store.get_executions():
+    node = next(c.name.split(".", 1)[1]
+                for c in store.get_contexts_by_execution(execution.id)
+                if c.type == "node")
+    states.setdefault(node, []).append(
+        metadata_store_pb2.Execution.State.Name(execution.last_known_state))
+  return states
+
+
+def test_images_far_off_the_expected_size_stop_the_run_before_transform(
+    tmp_path, capsys):
+  data, out = str(tmp_path / "data"), str(tmp_path / "out")
+  synthetic.generate(data, n=24, size=48, seed=3)
+  with Image.open(glob.glob(os.path.join(REAL_BINARY, "train", "NORMAL",
+                                         "*.jpeg"))[0]) as real:
+    # A real X-ray as a thumbnail, and a valid but absurd strip of pixels.
+    real.convert("L").resize((20, 24)).save(
+        os.path.join(data, "train", "NORMAL", "IM-9001-0001.jpeg"))
+  Image.new("L", (20000, 40), 128).save(
+      os.path.join(data, "train", "PNEUMONIA", "person9001_virus_1.jpeg"))
+
+  code = cli.main(["run", "--data", data, "--task", contract.BINARY,
+                   "--output", out, "--models", contract.CNN, "--epochs",
+                   "1", "--image-size", "32", "--no-intervals"])
+
+  assert code == 1
+  message = capsys.readouterr().err
+  assert "do not match the data schema" in message
+  assert ("feature 'height': Out-of-range values - Unexpectedly small "
+          "value: 24.") in message
+  assert "Unexpectedly small value: 20." in message  # width
+  assert "Unexpectedly large value: 20000." in message  # width
+  states = _node_states(layout.output_paths(out).metadata)
+  # Both images were read, not quarantined: it is the schema that stopped
+  # the run, at the gate, and nothing after it ran.
+  assert states["ExampleValidator"] == ["COMPLETE"]
+  assert states["DataValidationGate"] == ["FAILED"]
+  assert "Transform" not in states
+  assert not any(node.startswith(layout.TRAINER) for node in states)
