@@ -1,17 +1,21 @@
-"""What one request in TensorProto's compact form costs `cxr serve` in
-memory at the default limits: a single string declared --count times (the
-last value repeats), just within --max-input-bytes.
+"""What requests in TensorProto's compact form cost `cxr serve` in memory
+within its limits: one string declared --count times (the last value
+repeats), just within --max-input-bytes, sent --parallel at once.
 
-  .venv/bin/python bench/compact_form_memory.py [--mib 2] [--count 256]
-      [--model-base BASE]
+  .venv/bin/python bench/compact_form_memory.py [--mib 2] [--parallel 8]
+      [--max-input-bytes N] [--count N] [--model-base BASE]
 
-Starts `python -m cxr.cli serve` as a subprocess (default flags) over an
-untrained thesis CNN (or --model-base), sends the request three times, and
-prints the server's peak (VmHWM) and current (VmRSS) resident memory
-before and after each, from /proc/<pid>/status.
+Starts `python -m cxr.cli serve` as a subprocess over an untrained thesis
+CNN (or --model-base), with --max-input-bytes (default: the server's own
+default) and --max-workers at least --parallel; --count defaults to the
+most copies of the string that limit allows. Sends three rounds of
+--parallel such requests at once and prints the server's peak (VmHWM) and
+current (VmRSS) resident memory before and after each round, from
+/proc/<pid>/status.
 """
 
 import argparse
+from concurrent import futures
 import os
 import sys
 import tempfile
@@ -29,47 +33,65 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from bench import fuzz_server
+from schema import settings
+
+
+def _send(stub, request) -> str:
+  try:
+    stub.Predict(request, timeout=300)
+    return "OK"
+  except grpc.RpcError as e:
+    return f"{e.code().name}: {e.details().splitlines()[0][:80]}"
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--mib", type=float, default=2)
-  parser.add_argument("--count", type=int, default=256)
+  parser.add_argument("--parallel", type=int, default=8)
+  parser.add_argument("--max-input-bytes", type=int,
+                      default=settings.ServeSettings().max_input_bytes)
+  parser.add_argument("--count", type=int)
   parser.add_argument("--model-base")
   args = parser.parse_args(argv)
+  string_bytes = int(args.mib * 2**20)
+  count = args.count or args.max_input_bytes // string_bytes
   work = tempfile.mkdtemp(prefix="compact-")
   base = args.model_base
   if base is None:
     from tests.test_server import export_test_model  # pylint: disable=g-import-not-at-top
     base = os.path.join(work, "serving")
     export_test_model(base, fuzz_server.MODEL, 1)
+  workers = max(args.parallel, settings.ServeSettings().max_workers)
   process, target = fuzz_server.start_subprocess(
-      base, os.path.join(work, "server.log"))
+      base, os.path.join(work, "server.log"),
+      "--max-input-bytes", str(args.max_input_bytes),
+      "--max-workers", str(workers))
   try:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = fuzz_server.MODEL
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
-    proto.tensor_shape.dim.add(size=args.count)
-    proto.string_val.append(b"x" * int(args.mib * 2**20))
+    proto.tensor_shape.dim.add(size=count)
+    proto.string_val.append(b"x" * string_bytes)
     request.inputs["images"].CopyFrom(proto)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(
         grpc.insecure_channel(target.address, options=[
             ("grpc.max_send_message_length", 1 << 30)]))
-    print(f"request: {request.ByteSize()} bytes declaring "
-          f"{args.count} x {args.mib:g} MiB = "
-          f"{args.count * args.mib:g} MiB")
+    print(f"--max-input-bytes {args.max_input_bytes}, --max-workers "
+          f"{workers}; request: {request.ByteSize()} bytes declaring "
+          f"{count} x {args.mib:g} MiB = {count * args.mib:g} MiB, "
+          f"{args.parallel} at once")
     print(f"server before: VmHWM "
           f"{fuzz_server.proc_rss_mb(process.pid):.0f} MB")
-    for _ in range(3):
-      start = time.monotonic()
-      try:
-        stub.Predict(request, timeout=120)
-        outcome = "OK"
-      except grpc.RpcError as e:
-        outcome = f"{e.code().name}: {e.details().splitlines()[0][:80]}"
-      print(f"{outcome} in {time.monotonic() - start:.1f} s; VmHWM "
-            f"{fuzz_server.proc_rss_mb(process.pid):.0f} MB, VmRSS "
-            f"{fuzz_server.proc_rss_mb(process.pid, 'VmRSS'):.0f} MB")
+    with futures.ThreadPoolExecutor(args.parallel) as pool:
+      for _ in range(3):
+        start = time.monotonic()
+        outcomes = list(pool.map(lambda _: _send(stub, request),
+                                 range(args.parallel)))
+        summary = ", ".join(f"{outcomes.count(o)} {o}"
+                            for o in sorted(set(outcomes)))
+        print(f"{summary} in {time.monotonic() - start:.1f} s; VmHWM "
+              f"{fuzz_server.proc_rss_mb(process.pid):.0f} MB, VmRSS "
+              f"{fuzz_server.proc_rss_mb(process.pid, 'VmRSS'):.0f} MB")
   finally:
     fuzz_server.stop_server(process)
   return 0

@@ -276,7 +276,7 @@ class ServeSettings:
       256, "most images (or values along any open dimension) in one "
       "request; more get INVALID_ARGUMENT")
   max_input_bytes: int = setting(
-      512 * 2**20, "largest request input once built as a tensor: a "
+      128 * 2**20, "largest request input once built as a tensor: a "
       "request may declare more values than it sends (the last one "
       "repeats), and this bounds what that expands to")
 
