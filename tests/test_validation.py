@@ -133,3 +133,18 @@ def test_images_far_off_the_expected_size_stop_the_run_before_transform(
   assert states["DataValidationGate"] == ["FAILED"]
   assert "Transform" not in states
   assert not any(node.startswith(layout.TRAINER) for node in states)
+
+
+def test_gate_stops_on_a_missing_feature(binary_statistics, tmp_path):
+  # The same real statistics without the patient ids ingestion writes.
+  statistics = type(binary_statistics)()
+  statistics.CopyFrom(binary_statistics)
+  features = statistics.datasets[0].features
+  kept = [f for f in features if f.path.step != ["patient_id"]]
+  assert len(kept) == len(features) - 1
+  del features[:]
+  features.extend(kept)
+  artifact = _anomalies_artifact(statistics, "binary", tmp_path)
+  with pytest.raises(validation_gate.DataAnomaliesError,
+                     match="feature 'patient_id': Column dropped"):
+    validation_gate.check_anomalies(artifact)
