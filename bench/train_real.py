@@ -16,6 +16,7 @@ Presets:
   strong-vs-thesis  binary at 128 px: the thesis's cnn_aug (10 epochs, its
                 128-px runs here) and then resnet_small (20 epochs), each
                 with its own recipe (--epochs sets both)
+  input-size    both-data's binary run at 160 and 192 px (20 epochs)
 
 --learning-rate overrides the model's recipe's rate (the thesis's RMSprop
 5e-4 for cnn_aug); the run's name then carries it (binary-224-lr0.0002).
@@ -74,6 +75,13 @@ def presets(epochs, learning_rate=None):
            model=contract.RESNET_SMALL, task=task, size=128,
            epochs=epochs or n, class_weight="none", data=BOTH_DATA)
       for task, n in (("binary", 20), ("multiclass", 25))]
+  # The input-size lever: the binary both-data run at larger inputs (its
+  # 128-px run is both-data's first).
+  table["input-size"] = [
+      dict(name=f"both-binary-{contract.RESNET_SMALL}-{size}",
+           model=contract.RESNET_SMALL, task="binary", size=size,
+           epochs=epochs or 20, class_weight="none", data=BOTH_DATA)
+      for size in (160, 192)]
   if learning_rate:
     table = {preset: [dict(spec, learning_rate=learning_rate,
                            name=f"{spec['name']}-lr{learning_rate:g}")

@@ -90,6 +90,10 @@ PNEUMONIA_DECISION = "pneumonia_decision"  # [batch] 0/1 (float32 in
 # serving_tf_example, where TFMA scores it as a prediction; int64 elsewhere)
 HEATMAP = "heatmap"  # gradcam: [batch, S, S] in [0, 1]
 OVERLAY_PNG = "overlay_png"  # gradcam: [batch] PNG bytes
+# serving_default's batch sizes in the warm-up file of every export
+# (serving/export/warmup.py): a lone image, and a full batch of the CPU
+# batching config (serving/batching_cpu.config's max_batch_size).
+WARMUP_BATCH_SIZES: Tuple[int, ...] = (1, 32)
 # TF Serving's GetModelMetadata: the one metadata field there is.
 SIGNATURE_DEF_METADATA = "signature_def"
 GRADCAM_METHODS: Tuple[str, ...] = ("gradcam", "hirescam")

@@ -8,6 +8,7 @@ are serving.server's own.
 
 import atexit
 import io
+import logging
 import os
 import shutil
 import socket
@@ -30,11 +31,13 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from components import models
 from components import transform
 from schema import contract
+from schema import layout
 from schema.settings import ServeSettings
 from serving import server
 from serving.server import tensors
@@ -376,6 +379,39 @@ def test_warm_up_runs_every_signature_on_a_real_image(model_base):
   assert answered["serving_default"]["probabilities"] == (1, 2)
   assert answered["serving_tf_example"]["outputs"] == (1, 1)
   assert answered["gradcam"]["heatmap"] == (1, SIZE, SIZE)
+
+
+def test_every_export_carries_a_warm_up_file_both_servers_replay(
+    model_base, caplog):
+  path = os.path.join(model_base, BINARY, "1")
+  logged = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(
+                os.path.join(path, layout.WARMUP_FILE))]
+  requests = [log.predict_log.request for log in logged]
+  # TF Serving's format: predict logs of real-sized images, both decoding
+  # branches, serving_default at every warm-up batch size, and gradcam.
+  shapes = [(r.model_spec.signature_name,
+             tuple(d.size for d in r.inputs["images"].tensor_shape.dim),
+             r.inputs["images"].string_val[0][:4]) for r in requests]
+  jpeg, png_magic = b"\xff\xd8", b"\x89PNG"
+  assert [s[:2] for s in shapes] == (
+      [("serving_default", (1,))]
+      + [("serving_default", (b,)) for b in contract.WARMUP_BATCH_SIZES]
+      + [("gradcam", (1,))])
+  assert shapes[0][2] == png_magic
+  assert all(s[2][:2] == jpeg for s in shapes[1:])
+  with Image.open(io.BytesIO(requests[0].inputs["images"].string_val[0])) \
+      as image:
+    assert image.mode == "I;16" and min(image.size) >= 1024
+  # cxr serve replays it on load, and every request answers.
+  servable = server.Servable(BINARY, 1, path)
+  with caplog.at_level(logging.WARNING):
+    assert servable.warm_up(LIMITS) == len(requests)
+  assert not [r for r in caplog.records if "warm-up" in r.getMessage()]
+  for request in requests:
+    outputs = servable.predict(request, LIMITS).outputs
+    batch = request.inputs["images"].tensor_shape.dim[0].size
+    assert tf.make_ndarray(outputs["probabilities"]).shape == (batch, 2)
 
 
 def _garbage_image(r):

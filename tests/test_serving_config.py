@@ -185,6 +185,9 @@ def test_batching_parameters(name, threads, batch, timeout, allowed):
   assert list(params.allowed_batch_sizes) == allowed
   if allowed:  # The proto's rules: increasing, ending at max_batch_size.
     assert allowed == sorted(set(allowed)) and allowed[-1] == batch
+  if name == "batching_cpu.config":
+    # Every export's warm-up file sends a batch this full.
+    assert max(contract.WARMUP_BATCH_SIZES) == batch
 
 
 def _kubernetes():

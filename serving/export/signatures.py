@@ -33,6 +33,7 @@ import tensorflow as tf
 from schema import contract
 from serving.export import gradcam
 from serving.export import pixels as pixels_lib
+from serving.export import warmup
 
 # The signatures' names, here for the callers that export and explain.
 SERVING_DEFAULT = contract.SERVING_DEFAULT
@@ -152,7 +153,8 @@ def export_serving_model(model, tf_transform_output, export_dir: str,
                          task: str, image_size: int,
                          gradcam_layer: Optional[str] = None,
                          threshold: float = DEFAULT_THRESHOLD) -> None:
-  """Saves `model` with the signatures above (tf.saved_model.save).
+  """Saves `model` with the signatures above (tf.saved_model.save) and
+  the warm-up requests both servers replay on load (warmup.py).
 
   gradcam_layer: the feature map Grad-CAM explains; default: the last
   convolutional one (gradcam.find_target_layer). threshold: the operating
@@ -167,3 +169,4 @@ def export_serving_model(model, tf_transform_output, export_dir: str,
       # TensorFlow record the input defaults in the SignatureDef.
       GRADCAM: exporter.serve_gradcam,
   })
+  warmup.write_warmup_file(export_dir)

@@ -82,16 +82,18 @@ class Servable:
       response.outputs[alias].CopyFrom(tensors.tensor_proto(outputs[alias]))
     return response
 
-  def warm_up(self, limits: tensors.RequestLimits) -> None:
+  def warm_up(self, limits: tensors.RequestLimits) -> int:
     """Runs each signature once so the first request does not pay for it.
 
-    Replays TF Serving's warm-up file if the model has one, else sends every
-    signature one small image (tensors.warm_up_inputs); failures only mean
-    a cold first request.
+    Replays TF Serving's warm-up file if the model has one (every export
+    has, serving/export/warmup.py), else sends every signature one small
+    image (tensors.warm_up_inputs); failures only mean a cold first
+    request. Returns how many requests were replayed from the file.
     """
     requests = []
     warmup_file = os.path.join(self.path, layout.WARMUP_FILE)
-    if fileio.exists(warmup_file):
+    from_file = fileio.exists(warmup_file)
+    if from_file:
       for record in tf.data.TFRecordDataset(warmup_file):
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         if log.HasField("predict_log"):
@@ -113,6 +115,10 @@ class Servable:
         logging.warning("warm-up of %s version %d, signature %r failed: %s",
                         self.name, self.version,
                         request.model_spec.signature_name, e)
+    logging.info("warmed up %s version %d with %d requests%s", self.name,
+                 self.version, len(requests),
+                 f" from {layout.WARMUP_FILE}" if from_file else "")
+    return len(requests) if from_file else 0
 
 
 def requested_version(model_spec) -> Optional[int]:
