@@ -7,6 +7,8 @@
   cxr report OUT [--task binary|multiclass|both]
   cxr serve --model-base OUT/serving [--port P --rest-port P ...]
   cxr predict IMAGE... --server HOST:PORT --model NAME [--gradcam OUT_DIR]
+  cxr promote OUT/serving MODEL VERSION --label stable|canary
+  cxr rollback OUT/serving MODEL [--label stable|canary]
   cxr compile --engine vertex|kubeflow --output JOB.json --image IMAGE ...
   cxr submit JOB.json --engine vertex --project P --region R [--labels k=v,...]
   cxr submit JOB.json --engine kubeflow --host URL [--wait]
@@ -20,7 +22,7 @@ import sys
 from typing import List, Optional
 
 COMMANDS = ("synth", "run", "models", "summary", "report", "serve",
-            "predict", "compile", "submit")
+            "predict", "promote", "rollback", "compile", "submit")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -94,6 +94,11 @@ OVERLAY_PNG = "overlay_png"  # gradcam: [batch] PNG bytes
 # (serving/export/warmup.py): a lone image, and a full batch of the CPU
 # batching config (serving/batching_cpu.config's max_batch_size).
 WARMUP_BATCH_SIZES: Tuple[int, ...] = (1, 32)
+# Version labels a model's versions may carry (TF Serving's version_labels;
+# serving/server/version_labels.py): the version most clients get, and the
+# one a few try first.
+STABLE, CANARY = "stable", "canary"
+VERSION_LABELS: Tuple[str, ...] = (STABLE, CANARY)
 # TF Serving's GetModelMetadata: the one metadata field there is.
 SIGNATURE_DEF_METADATA = "signature_def"
 GRADCAM_METHODS: Tuple[str, ...] = ("gradcam", "hirescam")

@@ -91,6 +91,9 @@ ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's, per split
 SAVED_MODEL_FILE = "saved_model.pb"
 SAVED_MODEL_TEXT_FILE = "saved_model.pbtxt"  # TF Serving loads it too
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# The version labels and their history, in the serving folder
+# (serving/server/version_labels.py).
+VERSION_LABELS_FILE = "version_labels.json"
 # TF Serving's --model_config_file, in the serving folder.
 MODELS_CONFIG_FILE = "models.config"
 

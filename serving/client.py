@@ -5,6 +5,7 @@
   out["probabilities"], out["class_id"], out["class_name"]
   cam = client.gradcam("cnn", images)  # heatmap, overlay_png, ...
   client.status("cnn")                 # {1: "AVAILABLE"}
+  Client("localhost:8500", label="canary")  # the versions labelled canary
 
 Every failed call raises a ClientError whose message is one line naming the
 server and the model; the server being down, a call running past its timeout
@@ -50,11 +51,13 @@ class ModelNotFoundError(ClientError):
 
 
 def _error(e: grpc.RpcError, server: str, model: str,
-           version: Optional[int], timeout: float) -> ClientError:
+           version: Optional[Union[int, str]], timeout: float) -> ClientError:
   code = e.code()
   details = " ".join((e.details() or "").split())  # one line
   what = f"model {model!r}"
-  if version is not None:
+  if isinstance(version, str):
+    what += f" label {version!r}"
+  elif version is not None:
     what += f" version {version}"
   if code == grpc.StatusCode.UNAVAILABLE:
     return ServerUnavailableError(
@@ -76,10 +79,14 @@ class Client:
 
   def __init__(self, server: str = ServeSettings().local_address,
                timeout: float = 10.0,
-               tls_ca: Optional[Union[str, bytes]] = None):
-    """tls_ca: PEM root certificate(s), or a path to them, for a TLS server."""
+               tls_ca: Optional[Union[str, bytes]] = None,
+               label: Optional[str] = None):
+    """tls_ca: PEM root certificate(s), or a path to them, for a TLS server.
+    label: call the version carrying this label (contract.VERSION_LABELS)
+    unless a call names a version; default: the latest version."""
     self.server = server
     self.timeout = timeout
+    self.label = label
     # Outputs such as heat maps outgrow gRPC's 4 MB default; the server
     # keeps its own limit.
     options = [("grpc.max_send_message_length", -1),
@@ -107,10 +114,18 @@ class Client:
     self.close()
 
   def _call(self, method, request, model: str, version: Optional[int]):
+    """Sends a request for `model` at `version`, or at the client's label."""
+    request.model_spec.name = model
+    if version is not None:
+      request.model_spec.version.value = version
+    elif self.label:
+      request.model_spec.version_label = self.label
     try:
       return method(request, timeout=self.timeout)
     except grpc.RpcError as e:
-      raise _error(e, self.server, model, version, self.timeout) from e
+      raise _error(e, self.server, model,
+                   version if version is not None else self.label,
+                   self.timeout) from e
 
   def predict_tensors(self, model: str, inputs: Mapping[str, object],
                       signature: str = contract.SERVING_DEFAULT,
@@ -119,10 +134,7 @@ class Client:
                       ) -> Dict[str, np.ndarray]:
     """Any signature: {input: array-like or TensorProto} -> {output: array}."""
     request = predict_pb2.PredictRequest(output_filter=list(output_filter))
-    request.model_spec.name = model
     request.model_spec.signature_name = signature
-    if version is not None:
-      request.model_spec.version.value = version
     for name, value in inputs.items():
       request.inputs[name].CopyFrom(
           value if isinstance(value, tensor_pb2.TensorProto)
@@ -166,9 +178,6 @@ class Client:
              ) -> Dict[int, str]:
     """{version: state name}, e.g. {2: "AVAILABLE"}."""
     request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = model
-    if version is not None:
-      request.model_spec.version.value = version
     response = self._call(self._models.GetModelStatus, request, model,
                           version)
     return {s.version: get_model_status_pb2.ModelVersionStatus.State.Name(
@@ -178,9 +187,6 @@ class Client:
     """{signature name: SignatureDef} of the version served."""
     request = get_model_metadata_pb2.GetModelMetadataRequest(
         metadata_field=[contract.SIGNATURE_DEF_METADATA])
-    request.model_spec.name = model
-    if version is not None:
-      request.model_spec.version.value = version
     response = self._call(self._predictions.GetModelMetadata, request, model,
                           version)
     signature_defs = get_model_metadata_pb2.SignatureDefMap()

@@ -2,7 +2,9 @@
 
 The Pusher writes SERVING_BASE/<model name>/<integer version>/saved_model.pb.
 TF Serving, with SERVING_BASE mounted at /models in its container, serves the
-newest version of each model from /models/<model name>:
+newest version of each model from /models/<model name>, and the versions
+labelled stable or canary (`cxr promote`; SERVING_BASE's version labels)
+with their labels:
 
   python -m serving.tf_serving_config SERVING_BASE [--output FILE]
       [--models NAME,NAME] [--container-base /models]
@@ -25,6 +27,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfx.dsl.io import fileio
 
 from schema import layout
+from serving.server import version_labels
 
 CONFIG_FILE = layout.MODELS_CONFIG_FILE
 CONTAINER_BASE = "/models"
@@ -64,6 +67,8 @@ def model_server_config(
     raise ValueError(f"no servable model under {serving_base}: expected "
                      f"<model name>/<integer version>/"
                      f"{layout.SAVED_MODEL_FILE}")
+  labels = version_labels.read_labels(serving_base)
+  on_disk = layout.served_models(serving_base)
   config = model_server_config_pb2.ModelServerConfig()
   for name in names:
     model = config.model_config_list.config.add(
@@ -71,8 +76,27 @@ def model_server_config(
         # Container paths are POSIX whatever the host is.
         base_path=posixpath.join(container_base.rstrip("/"), name),
         model_platform="tensorflow")
-    # TF Serving's default policy, written out: serve only the newest push.
-    model.model_version_policy.latest.num_versions = 1
+    servable = {v for v, path in on_disk[name].items()
+                if layout.is_servable(path)}
+    labelled = {}
+    for label, version in sorted(labels.get(name, {}).items()):
+      if version in servable:
+        labelled[label] = version
+      else:
+        # TF Serving would wait for it, and open no port meanwhile.
+        logging.warning("Leaving out label %s of %s: version %d is not "
+                        "pushed", label, name, version)
+    if not labelled:
+      # TF Serving's default policy, written out: serve only the newest push.
+      model.model_version_policy.latest.num_versions = 1
+      continue
+    # The labelled versions and the newest push: TF Serving labels only
+    # versions its policy loads. A later push is served once this file is
+    # written again (cxr promote, or this module).
+    model.model_version_policy.specific.versions.extend(
+        sorted(set(labelled.values()) | {max(servable)}))
+    for label, version in labelled.items():
+      model.version_labels[label] = version
   return config
 
 
@@ -131,6 +155,24 @@ def write_models_config(serving_base: str, path: Optional[str] = None,
   text = models_config(serving_base, model_names, container_base)
   path = path or _default_path(serving_base)
   _write_text(path, text)
+  return path
+
+
+def refresh_models_config(serving_base: str) -> Optional[str]:
+  """Writes SERVING_BASE/models.config again, for the same models and
+  container base, after the version labels changed; TF Serving picks it up
+  on its next config poll. Returns its path, or None when there is none
+  (a server that does not use it has nothing to refresh)."""
+  path = _default_path(serving_base)
+  if not fileio.exists(path):
+    return None
+  with fileio.open(path, "r") as f:
+    old = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+  models = old.model_config_list.config
+  container_base = (posixpath.dirname(models[0].base_path) if models
+                    else CONTAINER_BASE)
+  write_models_config(serving_base, path, [m.name for m in models] or None,
+                      container_base)
   return path
 
 

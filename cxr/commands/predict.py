@@ -21,6 +21,9 @@ def register(subparsers) -> None:
                       help="model name, e.g. cxr_binary_cnn_aug")
   parser.add_argument("--version", type=int,
                       help="model version (default: the latest)")
+  parser.add_argument("--label", choices=contract.VERSION_LABELS,
+                      help="the version carrying this label (cxr promote) "
+                      "instead of the latest")
   parser.add_argument("--gradcam", metavar="OUT_DIR",
                       help="also write OUT_DIR/<image>_gradcam.png, the "
                       "Grad-CAM heat map over the image")
@@ -47,7 +50,8 @@ def _class_name(outputs, class_id: int) -> str:
 
 def main(args) -> int:
   from serving import client  # pylint: disable=g-import-not-at-top
-  with client.Client(args.server, timeout=args.timeout) as connection:
+  with client.Client(args.server, timeout=args.timeout,
+                     label=args.label) as connection:
     return _predict_each(connection, args)
 
 

@@ -5,8 +5,9 @@ BASE/<model name>/<integer version>/saved_model.pb (schema.layout), through
 TF Serving's own gRPC API (PredictionService.Predict and GetModelMetadata,
 ModelService.GetModelStatus from `tensorflow_serving.apis`) and, optionally,
 its REST API (POST /v1/models/NAME[/versions/N]:predict with "instances",
-GET /v1/models/NAME[/versions/N] for the status). A client written against
-it works unchanged against tensorflow_model_server, status codes included.
+GET /v1/models/NAME[/versions/N] for the status; /labels/LABEL in place of
+/versions/N). A client written against it works unchanged against
+tensorflow_model_server, status codes included.
 
   handle = start_server("OUT/serving", ServeSettings(port=0, rest_port=0))
   handle.address, handle.rest_port
@@ -16,15 +17,17 @@ The modules, one concern each:
   errors      ServingError and TF Serving's status codes
   tensors     request TensorProtos -> checked tensors -> response protos
   repository  Servable, ModelRepository: loading, polling, swapping,
-              warm-up, status, metadata
+              warm-up, version labels, status, metadata
+  version_labels  the stable/canary labels and their history in the
+              serving folder (cxr promote / rollback write them)
   grpc_api    the PredictionService and ModelService servicers
   rest        the REST handler and its JSON
 Both front ends answer every request through the repository's predict,
 metadata and status, so what wraps those (batching, metrics, request logs)
 serves gRPC and REST alike.
 
-Not implemented: Classify, Regress, MultiInference (UNIMPLEMENTED), version
-labels, server-side batching.
+Not implemented: Classify, Regress, MultiInference (UNIMPLEMENTED),
+server-side batching.
 """
 
 import dataclasses

@@ -11,7 +11,7 @@ old one keeps serving.
 import os
 import threading
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -25,6 +25,7 @@ from tfx.dsl.io import fileio
 from schema import contract
 from schema import layout
 from serving.server import tensors
+from serving.server import version_labels
 from serving.server.errors import Code
 from serving.server.errors import from_op_error
 from serving.server.errors import ServingError
@@ -121,14 +122,10 @@ class Servable:
     return len(requests) if from_file else 0
 
 
-def requested_version(model_spec) -> Optional[int]:
-  """The version a ModelSpec pins, or None for the latest."""
-  if model_spec.version_label:
-    # TF Serving without configured labels answers the same.
-    raise ServingError(
-        Code.INVALID_ARGUMENT,
-        f"Unrecognized servable version label: {model_spec.version_label}")
-  return model_spec.version.value if model_spec.HasField("version") else None
+def label_error(label: str) -> ServingError:
+  """TF Serving's answer to a label no version of the model carries."""
+  return ServingError(Code.INVALID_ARGUMENT,
+                      f"Unrecognized servable version label: {label}")
 
 
 class ModelRepository:
@@ -143,6 +140,9 @@ class ModelRepository:
     # {name: {version: Servable}}, replaced whole and never changed in place,
     # so request threads read it without a lock and never see a half-swap.
     self._models: Dict[str, Dict[int, Servable]] = {}
+    # {name: {label: version}} of loaded versions only, replaced whole as
+    # _models is (version_labels.py holds what the labels should name).
+    self._labels: Dict[str, Dict[str, int]] = {}
     # {(name, version): (fingerprint of the files that failed, reason)}.
     self._failed: Dict[Tuple[str, int], Tuple[str, str]] = {}
     self._waiting = set()  # versions without a SavedModel, logged once
@@ -170,14 +170,49 @@ class ModelRepository:
   def models(self) -> Dict[str, Tuple[int, ...]]:
     return {name: tuple(sorted(v)) for name, v in self._models.items()}
 
+  def labels(self) -> Dict[str, Dict[str, int]]:
+    """{model: {label: version}} as requests see them now."""
+    return {name: dict(labels) for name, labels in self._labels.items()}
+
   def poll(self) -> None:
-    """Loads new versions, drops vanished and surplus ones."""
+    """Loads new and labelled versions, drops vanished and surplus ones,
+    then points each label at its version once that version is loaded."""
     with self._poll_lock:
       on_disk = layout.served_models(self.base)
+      wanted = self._wanted_labels()
       for name in sorted(set(on_disk) | set(self._models)):
-        self._update(name, on_disk.get(name, {}))
+        self._update(name, on_disk.get(name, {}),
+                     set(wanted.get(name, {}).values()))
+      self._publish_labels(wanted)
 
-  def _update(self, name: str, on_disk: Dict[int, str]) -> None:
+  def _wanted_labels(self) -> Dict[str, Dict[str, int]]:
+    try:
+      return version_labels.read_labels(self.base)
+    except (OSError, ValueError) as e:
+      logging.warning("cannot read the version labels under %s: %s; the "
+                      "labels stay as they were", self.base, e)
+      return {name: dict(labels) for name, labels in self._labels.items()}
+
+  def _publish_labels(self, wanted: Dict[str, Dict[str, int]]) -> None:
+    """A label moves only to a loaded version; until then it keeps naming
+    the one it named (if still loaded), so no labelled request fails while
+    a promoted version loads."""
+    published = {}
+    for name, labels in wanted.items():
+      loaded = self._models.get(name, {})
+      for label, version in labels.items():
+        before = self._labels.get(name, {}).get(label)
+        if version in loaded:
+          published.setdefault(name, {})[label] = version
+          if before != version:
+            logging.info("model %s label %s -> version %d", name, label,
+                         version)
+        elif before in loaded:
+          published.setdefault(name, {})[label] = before
+    self._labels = published
+
+  def _update(self, name: str, on_disk: Dict[int, str],
+              pinned: Set[int]) -> None:
     loaded = {v: s for v, s in self._models.get(name, {}).items()
               if v in on_disk}
     for version in sorted(set(self._models.get(name, {})) - set(loaded)):
@@ -190,7 +225,13 @@ class ModelRepository:
       if servable is not None:
         loaded[version] = servable
         break
-    for version in sorted(loaded)[:-self._keep]:
+    # Labelled versions are served besides the latest, whatever their age.
+    for version in sorted((pinned & set(on_disk)) - set(loaded)):
+      servable = self._load(name, version, on_disk[version])
+      if servable is not None:
+        loaded[version] = servable
+    for version in [v for v in sorted(loaded)[:-self._keep]
+                    if v not in pinned]:
       del loaded[version]
       logging.info("model %s version %d unloaded (newer versions loaded)",
                    name, version)
@@ -248,11 +289,23 @@ class ModelRepository:
     raise ServingError(Code.NOT_FOUND,
                        f"Servable not found for request: {request}")
 
+  def requested_version(self, model_spec) -> Optional[int]:
+    """The version a ModelSpec names (by number or label), or None for the
+    latest."""
+    if model_spec.version_label:
+      version = self._labels.get(model_spec.name, {}).get(
+          model_spec.version_label)
+      if version is None:
+        raise label_error(model_spec.version_label)
+      return version
+    return model_spec.version.value if model_spec.HasField("version") \
+        else None
+
   def predict(self, request) -> predict_pb2.PredictResponse:
     if not request.HasField("model_spec"):
       raise ServingError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
     return self.get(request.model_spec.name,
-                    requested_version(request.model_spec)).predict(
+                    self.requested_version(request.model_spec)).predict(
                         request, self.limits)
 
   def metadata(self, request):
@@ -267,7 +320,7 @@ class ModelRepository:
         raise ServingError(Code.INVALID_ARGUMENT,
                            f"Metadata field {field} is not supported")
     servable = self.get(request.model_spec.name,
-                        requested_version(request.model_spec))
+                        self.requested_version(request.model_spec))
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
     for key, signature in servable.signature_defs.items():
       signature_defs.signature_def[key].CopyFrom(signature)
@@ -282,7 +335,7 @@ class ModelRepository:
     if not request.HasField("model_spec"):
       raise ServingError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
     name = request.model_spec.name
-    version = requested_version(request.model_spec)
+    version = self.requested_version(request.model_spec)
     states = {v: (_State.AVAILABLE, "") for v in self._models.get(name, {})}
     for (model, v), (_, reason) in list(self._failed.items()):
       if model == name and v not in states:

@@ -1,8 +1,9 @@
 """TF Serving's REST API (http_rest_api_handler), row format only.
 
-POST /v1/models/NAME[/versions/N]:predict with {"instances": [...]} answers
-{"predictions": [...]}; GET /v1/models/NAME[/versions/N] answers the
-status. Binary values travel as {"b64": "..."}, both ways.
+POST /v1/models/NAME[/versions/N | /labels/LABEL]:predict with
+{"instances": [...]} answers {"predictions": [...]}; GET
+/v1/models/NAME[/versions/N | /labels/LABEL] answers the status. Binary
+values travel as {"b64": "..."}, both ways.
 """
 
 import base64
@@ -25,10 +26,11 @@ from schema.settings import ServeSettings
 from serving.server.errors import Code
 from serving.server.errors import ServingError
 from serving.server.repository import ModelRepository
-from serving.server.repository import requested_version
 
-_PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:predict")
-_STATUS_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?")
+# TF Serving's paths: a model, optionally one version or one label of it.
+_MODEL = r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?"
+_PREDICT_PATH = re.compile(_MODEL + ":predict")
+_STATUS_PATH = re.compile(_MODEL)
 _HTTP_STATUS = {Code.INVALID_ARGUMENT: 400, Code.FAILED_PRECONDITION: 400,
                 Code.NOT_FOUND: 404, Code.RESOURCE_EXHAUSTED: 429}
 
@@ -47,6 +49,8 @@ def _model_spec(match, model_spec) -> None:
       raise ServingError(Code.INVALID_ARGUMENT,
                          f"version {match.group(2)} is not an int64")
     model_spec.version.value = version
+  elif match.group(3):
+    model_spec.version_label = match.group(3)
 
 
 def _from_json(value, depth: int = 0):
@@ -98,7 +102,8 @@ def predict_request(repository: ModelRepository, path: str, body: bytes
   _model_spec(match, request.model_spec)
   request.model_spec.signature_name = signature_name
   signature = repository.get(
-      request.model_spec.name, requested_version(request.model_spec)
+      request.model_spec.name,
+      repository.requested_version(request.model_spec)
   ).signature(signature_name)
   # Bare values feed the one input without a default (e.g. `images`).
   required = [a for a in signature.inputs if a not in signature.defaults]
