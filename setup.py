@@ -22,6 +22,7 @@ setuptools.setup(
         "tf-keras==2.16.0",
         "tensorflow-serving-api==2.16.1",
         "grpcio",
+        "prometheus-client",
         "pillow",
         "matplotlib",
         "numpy",

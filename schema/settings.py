@@ -257,6 +257,10 @@ class ServeSettings:
   port: int = setting(8500, "gRPC port (0: any free port)")
   rest_port: Optional[int] = setting(
       None, "REST port, e.g. 8501 (default: no REST; 0: any free port)")
+  monitoring_port: Optional[int] = setting(
+      None, "Prometheus metrics on this port, any path (TF Serving's "
+      "/monitoring/prometheus/metrics too; default: none; 0: any free "
+      "port); plain HTTP on --host")
   tls_cert: str = setting("", "PEM certificate: serve over TLS")
   tls_key: str = setting("", "PEM private key of --tls-cert")
   poll_seconds: float = setting(1.0, "how often to look for new model "
@@ -286,9 +290,9 @@ class ServeSettings:
            "positive")
     _check(self.max_connections >= 1, "max_connections must be at least 1")
     _check(self.max_input_bytes >= 1, "max_input_bytes must be positive")
-    for name in ("port", "rest_port"):
+    for name in ("port", "rest_port", "monitoring_port"):
       value = getattr(self, name)
-      _check(value is None and name == "rest_port" or 0 <= value <= 65535,
+      _check(value is None and name != "port" or 0 <= value <= 65535,
              f"{name} must be 0..65535, got {value}")
     _check(bool(self.tls_cert) == bool(self.tls_key),
            "TLS needs both a certificate and its key")

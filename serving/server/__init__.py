@@ -22,6 +22,7 @@ The modules, one concern each:
               serving folder (cxr promote / rollback write them)
   grpc_api    the PredictionService and ModelService servicers
   rest        the REST handler and its JSON
+  metrics     Prometheus metrics of both (--monitoring-port)
 Both front ends answer every request through the repository's predict,
 metadata and status, so what wraps those (batching, metrics, request logs)
 serves gRPC and REST alike.
@@ -40,6 +41,7 @@ import grpc
 
 from schema.settings import ServeSettings
 from serving.server import grpc_api
+from serving.server import metrics as metrics_lib
 from serving.server import rest
 from serving.server import tensors
 from serving.server.errors import ServingError
@@ -59,7 +61,9 @@ class ServerHandle:
   rest_port: Optional[int]
   repository: ModelRepository
   grpc_server: grpc.Server
+  metrics: metrics_lib.ServerMetrics
   http_server: Optional[http.server.HTTPServer] = None
+  monitoring_port: Optional[int] = None
 
   @property
   def address(self) -> str:
@@ -73,6 +77,7 @@ class ServerHandle:
 
   def stop(self, grace: float = 1.0) -> None:
     self.repository.stop()
+    self.metrics.stop()
     if self.http_server is not None:
       self.http_server.shutdown()
       self.http_server.server_close()
@@ -101,34 +106,42 @@ def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
       model_base, tensors.RequestLimits(settings.max_batch,
                                         settings.max_input_bytes),
       keep_versions)
+  metrics = metrics_lib.ServerMetrics(repository)
+  repository.on_load = metrics.load_attempt
   repository.poll()  # like TF Serving: serve once the initial models loaded
   if not repository.models():
     logging.warning("no loadable model under %s yet; polling every %g s",
                     model_base, settings.poll_seconds)
   repository.start(settings.poll_seconds)
   try:
-    grpc_server, port = grpc_api.serve(repository, settings)
+    grpc_server, port = grpc_api.serve(repository, settings, metrics)
   except (OSError, RuntimeError) as e:  # grpcio raises RuntimeError on bind
     repository.stop()
     raise _bind_error(settings, e) from e
-  handle = ServerHandle(settings.host, port, None, repository, grpc_server)
-  if settings.rest_port is not None:
-    try:
-      handle.http_server = rest.serve(repository, settings)
-    except OSError as e:
-      handle.stop(grace=0)
-      raise _bind_error(settings, e) from e
-    handle.rest_port = handle.http_server.server_address[1]
+  handle = ServerHandle(settings.host, port, None, repository, grpc_server,
+                        metrics)
+  try:
+    if settings.rest_port is not None:
+      handle.http_server = rest.serve(repository, settings, metrics)
+      handle.rest_port = handle.http_server.server_address[1]
+    if settings.monitoring_port is not None:
+      handle.monitoring_port = metrics.serve(settings.host,
+                                             settings.monitoring_port)
+  except OSError as e:
+    handle.stop(grace=0)
+    raise _bind_error(settings, e) from e
   if not settings.tls_cert and not is_loopback(settings.host):
     logging.warning(
         "serving on %s without TLS and without authentication: anyone who "
         "can reach the port can call the models; use --tls-cert/--tls-key "
         "and a proxy that authenticates, or --host 127.0.0.1",
         settings.host)
-  logging.info("serving %s: gRPC at %s%s%s", model_base,
+  logging.info("serving %s: gRPC at %s%s%s%s", model_base,
                grpc_api.host_port(settings.host, handle.port),
                f", REST on port {handle.rest_port}" if handle.rest_port
-               else "", " (TLS)" if settings.tls_cert else "")
+               else "", " (TLS)" if settings.tls_cert else "",
+               f", metrics on port {handle.monitoring_port}"
+               if handle.monitoring_port else "")
   return handle
 
 
@@ -144,4 +157,5 @@ def is_loopback(host: str) -> bool:
 
 def _bind_error(settings: ServeSettings, error: Exception) -> OSError:
   return OSError(f"cannot serve on {settings.host} (gRPC port "
-                 f"{settings.port}, REST port {settings.rest_port}): {error}")
+                 f"{settings.port}, REST port {settings.rest_port}, "
+                 f"monitoring port {settings.monitoring_port}): {error}")

@@ -15,6 +15,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from schema.settings import ServeSettings
 from serving.server.errors import Code
 from serving.server.errors import ServingError
+from serving.server import metrics as metrics_lib
 from serving.server.repository import ModelRepository
 
 
@@ -39,31 +40,38 @@ class PredictionService(
     prediction_service_pb2_grpc.PredictionServiceServicer):
   """Predict and GetModelMetadata."""
 
-  def __init__(self, repository: ModelRepository):
+  def __init__(self, repository: ModelRepository,
+               metrics: metrics_lib.ServerMetrics):
     self._repository = repository
+    self._metrics = metrics
 
   def Predict(self, request, context):  # pylint: disable=invalid-name
-    return _answer(context, "Predict",
-                   lambda: self._repository.predict(request))
+    return _answer(context, "Predict", lambda: self._metrics.observe(
+        metrics_lib.PREDICT, metrics_lib.GRPC, lambda: request,
+        lambda: self._repository.predict(request)))
 
   def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
-    return _answer(context, "GetModelMetadata",
-                   lambda: self._repository.metadata(request))
+    return _answer(context, "GetModelMetadata", lambda: self._metrics.observe(
+        metrics_lib.METADATA, metrics_lib.GRPC, lambda: request,
+        lambda: self._repository.metadata(request)))
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
   """GetModelStatus."""
 
-  def __init__(self, repository: ModelRepository):
+  def __init__(self, repository: ModelRepository,
+               metrics: metrics_lib.ServerMetrics):
     self._repository = repository
+    self._metrics = metrics
 
   def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
-    return _answer(context, "GetModelStatus",
-                   lambda: self._repository.status(request))
+    return _answer(context, "GetModelStatus", lambda: self._metrics.observe(
+        metrics_lib.STATUS, metrics_lib.GRPC, lambda: request,
+        lambda: self._repository.status(request)))
 
 
-def serve(repository: ModelRepository, settings: ServeSettings
-          ) -> Tuple[grpc.Server, int]:
+def serve(repository: ModelRepository, settings: ServeSettings,
+          metrics: metrics_lib.ServerMetrics) -> Tuple[grpc.Server, int]:
   """Starts both services on settings' host and port; the server and the
   port bound (the free one picked, for port 0).
 
@@ -77,9 +85,9 @@ def serve(repository: ModelRepository, settings: ServeSettings
                 settings.max_message_bytes),
                ("grpc.max_send_message_length", settings.max_message_bytes)])
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionService(repository), server)
+      PredictionService(repository, metrics), server)
   model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-      ModelService(repository), server)
+      ModelService(repository, metrics), server)
   address = host_port(settings.host, settings.port)
   try:
     if settings.tls_cert:

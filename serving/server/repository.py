@@ -134,6 +134,8 @@ class ModelRepository:
   def __init__(self, base: str, limits: tensors.RequestLimits,
                keep_versions: int = KEEP_VERSIONS, warm_up: bool = True):
     self.base = base
+    # Called with (version path, loaded?) after every load attempt.
+    self.on_load = lambda path, ok: None
     self.limits = limits
     self._keep = max(1, keep_versions)
     self._warm_up = warm_up
@@ -262,6 +264,7 @@ class ModelRepository:
       if self._warm_up:
         servable.warm_up(self.limits)
     except Exception as e:  # pylint: disable=broad-except
+      self.on_load(path, False)
       reason = " ".join(str(e).split()) or type(e).__name__
       self._failed = {**self._failed, (name, version): (fingerprint, reason)}
       serving = sorted(self._models.get(name, {}))
@@ -270,6 +273,7 @@ class ModelRepository:
                       f"still serving version {serving[-1]}" if serving
                       else "the model has no version to serve")
       return None
+    self.on_load(path, True)
     logging.info("model %s version %d loaded from %s in %.1f s "
                  "(signatures: %s)", name, version, path,
                  time.monotonic() - start,

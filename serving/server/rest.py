@@ -25,6 +25,7 @@ from tensorflow_serving.apis import predict_pb2
 from schema.settings import ServeSettings
 from serving.server.errors import Code
 from serving.server.errors import ServingError
+from serving.server import metrics as metrics_lib
 from serving.server.repository import ModelRepository
 
 # TF Serving's paths: a model, optionally one version or one label of it.
@@ -127,9 +128,15 @@ def predict_request(repository: ModelRepository, path: str, body: bytes
   return request
 
 
-def predict(repository: ModelRepository, path: str, body: bytes) -> dict:
+def predict(repository: ModelRepository, path: str, body: bytes,
+            metrics: metrics_lib.ServerMetrics) -> dict:
   """POST :predict -> {"predictions": one row per instance}."""
-  response = repository.predict(predict_request(repository, path, body))
+  parsed = []
+  def call():
+    parsed.append(predict_request(repository, path, body))
+    return repository.predict(parsed[0])
+  response = metrics.observe(metrics_lib.PREDICT, metrics_lib.REST,
+                             lambda: parsed[0] if parsed else None, call)
   outputs = {k: tf.make_ndarray(v).tolist()
              for k, v in sorted(response.outputs.items())}
   if len(outputs) == 1:
@@ -142,15 +149,21 @@ def predict(repository: ModelRepository, path: str, body: bytes) -> dict:
                           for i in range(rows.pop())]}
 
 
-def status(repository: ModelRepository, path: str) -> dict:
+def status(repository: ModelRepository, path: str,
+           metrics: metrics_lib.ServerMetrics) -> dict:
   """GET a model's (or a version's) status, as GetModelStatus's JSON."""
-  match = _STATUS_PATH.fullmatch(path)
-  if not match:
-    raise ServingError(Code.INVALID_ARGUMENT, f"Malformed request: GET {path}")
   request = get_model_status_pb2.GetModelStatusRequest()
-  _model_spec(match, request.model_spec)
+  def call():
+    match = _STATUS_PATH.fullmatch(path)
+    if not match:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         f"Malformed request: GET {path}")
+    _model_spec(match, request.model_spec)
+    return repository.status(request)
+  response = metrics.observe(metrics_lib.STATUS, metrics_lib.REST,
+                             lambda: request, call)
   return json_format.MessageToDict(
-      repository.status(request), including_default_value_fields=True,
+      response, including_default_value_fields=True,
       preserving_proto_field_name=True)
 
 
@@ -169,7 +182,8 @@ def content_length(header, max_body_bytes: int) -> int:
   return length
 
 
-def handler(repository: ModelRepository, settings: ServeSettings):
+def handler(repository: ModelRepository, settings: ServeSettings,
+            metrics: metrics_lib.ServerMetrics):
   """The request handler class of an HTTP server over repository."""
 
   class Handler(http.server.BaseHTTPRequestHandler):
@@ -182,11 +196,12 @@ def handler(repository: ModelRepository, settings: ServeSettings):
       def call():
         length = content_length(self.headers.get("Content-Length"),
                                 settings.max_message_bytes)
-        return predict(repository, self._path(), self.rfile.read(length))
+        return predict(repository, self._path(), self.rfile.read(length),
+                       metrics)
       self._send(call)
 
     def do_GET(self):  # pylint: disable=invalid-name
-      self._send(lambda: status(repository, self._path()))
+      self._send(lambda: status(repository, self._path(), metrics))
 
     def _path(self) -> str:
       return urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
@@ -261,8 +276,8 @@ class _HTTP6Server(_HTTPServer):
   address_family = socket.AF_INET6
 
 
-def serve(repository: ModelRepository, settings: ServeSettings
-          ) -> http.server.HTTPServer:
+def serve(repository: ModelRepository, settings: ServeSettings,
+          metrics: metrics_lib.ServerMetrics) -> http.server.HTTPServer:
   """Serves REST on settings' host and rest_port (0: a free one; read it
   from server_address) on a daemon thread, over TLS if settings say so.
 
@@ -271,7 +286,7 @@ def serve(repository: ModelRepository, settings: ServeSettings
   """
   server_class = _HTTP6Server if ":" in settings.host else _HTTPServer
   server = server_class((settings.host, settings.rest_port),
-                        handler(repository, settings))
+                        handler(repository, settings, metrics))
   server.timeout_seconds = settings.rest_timeout_seconds
   server.max_connections = settings.max_connections
   server.connections = threading.BoundedSemaphore(settings.max_connections)
