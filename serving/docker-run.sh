@@ -7,7 +7,8 @@
 # SERVING_BASE is a pipeline's OUT/serving (default: build/demo/serving in
 # this repo, what `make demo` pushes to); the SERVING_BASE environment
 # variable works too. The script first writes SERVING_BASE/models.config for
-# the models found there, then runs the server: gRPC on 8500, REST on 8501.
+# the models found there, then runs the server: gRPC on 8500, REST on 8501,
+# Prometheus metrics at :8501/monitoring/prometheus/metrics.
 # Rerun the generator after a new model is pushed; the server rereads the
 # config every 60 s. New versions of listed models need nothing: the server
 # watches their folders.
@@ -49,9 +50,11 @@ exec "$docker" run --rm \
   ${gpu_flags[@]+"${gpu_flags[@]}"} \
   -v "$serving_base:/models:ro" \
   -v "$batching:/config/batching.config:ro" \
+  -v "$repo/serving/monitoring.config:/config/monitoring.config:ro" \
   "$image" \
   --model_config_file=/models/models.config \
   --model_config_file_poll_wait_seconds=60 \
   --enable_batching \
   --batching_parameters_file=/config/batching.config \
+  --monitoring_config_file=/config/monitoring.config \
   "$@"

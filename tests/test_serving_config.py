@@ -166,6 +166,39 @@ def _batching_parameters_class():
       pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
 
 
+def _monitoring_config_class():
+  """tensorflow.serving.MonitoringConfig, declared as
+  tensorflow_serving/config/monitoring_config.proto does (the wheel ships
+  no such module); text parsing fails on any other field."""
+  field = descriptor_pb2.FieldDescriptorProto
+  proto = descriptor_pb2.FileDescriptorProto(
+      name="cxr_tests/monitoring_config.proto", package="tensorflow.serving",
+      syntax="proto3")
+  prometheus = proto.message_type.add(name="PrometheusConfig")
+  prometheus.field.add(name="enable", number=1, type=field.TYPE_BOOL,
+                       label=field.LABEL_OPTIONAL)
+  prometheus.field.add(name="path", number=2, type=field.TYPE_STRING,
+                       label=field.LABEL_OPTIONAL)
+  monitoring = proto.message_type.add(name="MonitoringConfig")
+  monitoring.field.add(name="prometheus_config", number=1,
+                       type=field.TYPE_MESSAGE, label=field.LABEL_OPTIONAL,
+                       type_name=".tensorflow.serving.PrometheusConfig")
+  pool = descriptor_pool.DescriptorPool()
+  pool.AddSerializedFile(proto.SerializeToString())
+  return message_factory.MessageFactory(pool).GetPrototype(
+      pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+
+
+def _monitoring(text):
+  return text_format.Parse(text, _monitoring_config_class()())
+
+
+def test_monitoring_config_turns_on_prometheus():
+  config = _monitoring(_read(SERVING, "monitoring.config"))
+  assert config.prometheus_config.enable
+  assert config.prometheus_config.path == "/monitoring/prometheus/metrics"
+
+
 def _batching(text):
   return text_format.Parse(text, _batching_parameters_class()())
 
@@ -233,7 +266,8 @@ def test_kubernetes_manifests_agree():
   volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
   mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
   for flag, key in (("model_config_file", "models.config"),
-                    ("batching_parameters_file", "batching.config")):
+                    ("batching_parameters_file", "batching.config"),
+                    ("monitoring_config_file", "monitoring.config")):
     folder, file_name = os.path.split(flags[flag])
     assert file_name == key
     assert volumes[mounts[folder]]["configMap"]["name"] == (
@@ -242,6 +276,15 @@ def test_kubernetes_manifests_agree():
   assert config_map["data"]["models.config"] == _read(SERVING, "models.config")
   assert config_map["data"]["batching.config"] == _read(
       SERVING, "batching_cpu.config")
+  assert config_map["data"]["monitoring.config"] == _read(
+      SERVING, "monitoring.config")
+  # A Prometheus that discovers pods scrapes TF Serving's own metrics.
+  prometheus = _monitoring(config_map["data"]["monitoring.config"]
+                           ).prometheus_config
+  annotations = pod["metadata"]["annotations"]
+  assert annotations["prometheus.io/scrape"] == "true"
+  assert int(annotations["prometheus.io/port"]) == ports["http"]
+  assert annotations["prometheus.io/path"] == prometheus.path
 
   # Models: the claim, mounted where models.config's base paths point.
   models = _parse(config_map["data"]["models.config"]).model_config_list.config
@@ -292,10 +335,13 @@ def test_docker_run_script(tmp_path, gpu):
       "model_config_file_poll_wait_seconds": "60",
       "enable_batching": True,
       "batching_parameters_file": "/config/batching.config",
+      "monitoring_config_file": "/config/monitoring.config",
       "file_system_poll_wait_seconds": "5"}
   batching = os.path.join(SERVING, f"batching_{'gpu' if gpu else 'cpu'}.config")
   assert f"{tmp_path}:/models:ro" in args
   assert f"{batching}:/config/batching.config:ro" in args
+  monitoring = os.path.join(SERVING, "monitoring.config")
+  assert f"{monitoring}:/config/monitoring.config:ro" in args
   assert {"8500:8500", "8501:8501"} <= set(args)
   assert [m.name for m in _parse(_read(tmp_path, "models.config"))
           .model_config_list.config] == ["cxr_binary_cnn_aug"]
