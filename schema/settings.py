@@ -261,6 +261,15 @@ class ServeSettings:
       None, "Prometheus metrics on this port, any path (TF Serving's "
       "/monitoring/prometheus/metrics too; default: none; 0: any free "
       "port); plain HTTP on --host")
+  log_requests: str = setting(
+      "", "folder for a sampled log of answered Predict calls, as TF "
+      "Serving's PredictionLog TFRecords (default: no log)")
+  log_sample: float = setting(0.1, "share of Predict calls logged, 0..1")
+  log_images: bool = setting(
+      False, "keep the image bytes in the request log (patient data: off "
+      "by default, the images are replaced by empty strings)")
+  log_file_bytes: int = setting(64 * 2**20, "request log: bytes per file "
+                                "before the next one is started")
   tls_cert: str = setting("", "PEM certificate: serve over TLS")
   tls_key: str = setting("", "PEM private key of --tls-cert")
   poll_seconds: float = setting(1.0, "how often to look for new model "
@@ -290,6 +299,8 @@ class ServeSettings:
            "positive")
     _check(self.max_connections >= 1, "max_connections must be at least 1")
     _check(self.max_input_bytes >= 1, "max_input_bytes must be positive")
+    _check(0 <= self.log_sample <= 1, "log_sample must be 0..1")
+    _check(self.log_file_bytes >= 1, "log_file_bytes must be positive")
     for name in ("port", "rest_port", "monitoring_port"):
       value = getattr(self, name)
       _check(value is None and name != "port" or 0 <= value <= 65535,

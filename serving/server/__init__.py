@@ -23,6 +23,7 @@ The modules, one concern each:
   grpc_api    the PredictionService and ModelService servicers
   rest        the REST handler and its JSON
   metrics     Prometheus metrics of both (--monitoring-port)
+  request_log a sampled PredictionLog of answered Predicts (--log-requests)
 Both front ends answer every request through the repository's predict,
 metadata and status, so what wraps those (batching, metrics, request logs)
 serves gRPC and REST alike.
@@ -42,6 +43,7 @@ import grpc
 from schema.settings import ServeSettings
 from serving.server import grpc_api
 from serving.server import metrics as metrics_lib
+from serving.server import request_log as request_log_lib
 from serving.server import rest
 from serving.server import tensors
 from serving.server.errors import ServingError
@@ -64,6 +66,7 @@ class ServerHandle:
   metrics: metrics_lib.ServerMetrics
   http_server: Optional[http.server.HTTPServer] = None
   monitoring_port: Optional[int] = None
+  request_log: Optional[request_log_lib.RequestLog] = None
 
   @property
   def address(self) -> str:
@@ -82,6 +85,8 @@ class ServerHandle:
       self.http_server.shutdown()
       self.http_server.server_close()
     self.grpc_server.stop(grace).wait()
+    if self.request_log is not None:
+      self.request_log.close()
 
 
 def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
@@ -108,6 +113,12 @@ def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
       keep_versions)
   metrics = metrics_lib.ServerMetrics(repository)
   repository.on_load = metrics.load_attempt
+  log = None
+  if settings.log_requests:
+    log = request_log_lib.RequestLog(settings.log_requests,
+                                     settings.log_sample, settings.log_images,
+                                     settings.log_file_bytes)
+    repository.on_predict = log.record
   repository.poll()  # like TF Serving: serve once the initial models loaded
   if not repository.models():
     logging.warning("no loadable model under %s yet; polling every %g s",
@@ -119,7 +130,7 @@ def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
     repository.stop()
     raise _bind_error(settings, e) from e
   handle = ServerHandle(settings.host, port, None, repository, grpc_server,
-                        metrics)
+                        metrics, request_log=log)
   try:
     if settings.rest_port is not None:
       handle.http_server = rest.serve(repository, settings, metrics)

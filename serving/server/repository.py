@@ -134,8 +134,10 @@ class ModelRepository:
   def __init__(self, base: str, limits: tensors.RequestLimits,
                keep_versions: int = KEEP_VERSIONS, warm_up: bool = True):
     self.base = base
-    # Called with (version path, loaded?) after every load attempt.
+    # Called with (version path, loaded?) after every load attempt, and
+    # with (request, response) after every answered Predict.
     self.on_load = lambda path, ok: None
+    self.on_predict = lambda request, response: None
     self.limits = limits
     self._keep = max(1, keep_versions)
     self._warm_up = warm_up
@@ -308,9 +310,11 @@ class ModelRepository:
   def predict(self, request) -> predict_pb2.PredictResponse:
     if not request.HasField("model_spec"):
       raise ServingError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
-    return self.get(request.model_spec.name,
-                    self.requested_version(request.model_spec)).predict(
-                        request, self.limits)
+    response = self.get(request.model_spec.name,
+                        self.requested_version(request.model_spec)).predict(
+                            request, self.limits)
+    self.on_predict(request, response)
+    return response
 
   def metadata(self, request):
     """GetModelMetadata: the SignatureDefMap, packed as TF Serving packs it."""

@@ -1,0 +1,98 @@
+"""A sampled log of the Predict calls `cxr serve` answered, in TF Serving's
+own request-logging format (`--log-requests DIR --log-sample R`).
+
+Each sampled, successful Predict is one `PredictionLog` record (request,
+response, and `log_metadata` naming the model version that answered and
+the sampling rate), as TF Serving's logging_config writes them, in
+TFRecord files `DIR/requests-<start>-<n>.tfrecord`; a file is closed and a
+new one started once it holds `--log-file-bytes`. Open-source TF Serving
+has no sink for its logs; this one is a folder any TFRecord reader takes
+(tf.data, TFDV, Beam).
+
+Images are patient data. Unless `--log-images` is given, the values of
+the image and example inputs are replaced by empty strings before the
+record is written (the shape and everything else stay), so a log holds
+the decisions and their probabilities, not the X-rays.
+"""
+
+import os
+import random
+import threading
+import time
+
+from absl import logging
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from schema import contract
+
+# Inputs whose values are images, or tf.Examples holding them.
+IMAGE_INPUTS = (contract.IMAGES_INPUT, contract.EXAMPLES_INPUT)
+# TFRecord framing per record: length, its CRC, the data's CRC.
+_FRAME_BYTES = 16
+
+
+def redacted(request: predict_pb2.PredictRequest
+             ) -> predict_pb2.PredictRequest:
+  """A copy of request whose image and example values are empty strings."""
+  out = predict_pb2.PredictRequest()
+  out.CopyFrom(request)
+  for alias in IMAGE_INPUTS:
+    if alias in out.inputs:
+      values = out.inputs[alias].string_val
+      count = len(values)
+      del values[:]
+      values.extend([b""] * count)
+  return out
+
+
+class RequestLog:
+  """Writes sampled PredictionLogs; safe to call from every request thread."""
+
+  def __init__(self, folder: str, sample: float, keep_images: bool,
+               max_file_bytes: int):
+    self.folder, self.sample = folder, sample
+    self.keep_images, self.max_file_bytes = keep_images, max_file_bytes
+    self._lock = threading.Lock()
+    self._writer, self._written, self._files = None, 0, 0
+    self._start = time.strftime("%Y%m%d-%H%M%S")
+    tf.io.gfile.makedirs(folder)
+
+  def record(self, request, response) -> None:
+    """Logs one answered Predict, if sampled; a failure to log is logged,
+    never the request's failure."""
+    if self.sample <= 0 or random.random() >= self.sample:
+      return
+    try:
+      log = prediction_log_pb2.PredictionLog()
+      log.log_metadata.model_spec.CopyFrom(response.model_spec)
+      log.log_metadata.sampling_config.sampling_rate = self.sample
+      log.predict_log.request.CopyFrom(
+          request if self.keep_images else redacted(request))
+      log.predict_log.response.CopyFrom(response)
+      self._write(log.SerializeToString())
+    except Exception:  # pylint: disable=broad-except
+      logging.exception("writing a request to the log in %s failed",
+                        self.folder)
+
+  def _write(self, data: bytes) -> None:
+    with self._lock:
+      if self._writer is None:
+        self._files += 1
+        path = os.path.join(self.folder, f"requests-{self._start}-"
+                            f"{self._files:05d}.tfrecord")
+        self._writer = tf.io.TFRecordWriter(path)
+        self._written = 0
+      self._writer.write(data)
+      self._writer.flush()  # a killed server loses no logged request
+      self._written += len(data) + _FRAME_BYTES
+      if self._written >= self.max_file_bytes:
+        self._writer.close()
+        self._writer = None
+
+  def close(self) -> None:
+    with self._lock:
+      if self._writer is not None:
+        self._writer.close()
+        self._writer = None
