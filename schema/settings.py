@@ -270,6 +270,10 @@ class ServeSettings:
       "by default, the images are replaced by empty strings)")
   log_file_bytes: int = setting(64 * 2**20, "request log: bytes per file "
                                 "before the next one is started")
+  batching_parameters_file: str = setting(
+      "", "TF Serving's batching parameters file (a BatchingParameters "
+      "text proto, e.g. serving/batching_cpu.config): join concurrent "
+      "requests into batches (default: no batching)")
   tls_cert: str = setting("", "PEM certificate: serve over TLS")
   tls_key: str = setting("", "PEM private key of --tls-cert")
   poll_seconds: float = setting(1.0, "how often to look for new model "

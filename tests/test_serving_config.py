@@ -11,7 +11,6 @@ from google.protobuf import descriptor_pb2
 from google.protobuf import descriptor_pool
 from google.protobuf import message_factory
 from google.protobuf import text_format
-from google.protobuf import wrappers_pb2
 import pytest
 from tensorflow_serving.config import model_server_config_pb2
 import yaml
@@ -20,6 +19,7 @@ from schema import contract
 from schema import layout
 from schema import settings
 from serving import tf_serving_config
+from serving.server import batching
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVING = os.path.join(REPO, "serving")
@@ -126,46 +126,6 @@ def test_checked_in_models_config_is_the_generated_one(tmp_path):
   assert len(_parse(expected).model_config_list.config) == 10
 
 
-def _batching_parameters_class():
-  """tensorflow.serving.BatchingParameters, the server's batching proto.
-
-  The tensorflow-serving-api wheel ships no servables/ protos, so without
-  them this declares fields 1-7 as tensorflow_serving/servables/tensorflow/
-  session_bundle_config.proto does; text parsing fails on any other field.
-  """
-  try:
-    # pylint: disable=g-import-not-at-top
-    from tensorflow_serving.servables.tensorflow import (
-        session_bundle_config_pb2)
-    return session_bundle_config_pb2.BatchingParameters
-  except ImportError:
-    pass
-  field = descriptor_pb2.FieldDescriptorProto
-  proto = descriptor_pb2.FileDescriptorProto(
-      name="cxr_tests/session_bundle_config.proto",
-      package="tensorflow.serving", syntax="proto3",
-      dependency=["google/protobuf/wrappers.proto"])
-  message = proto.message_type.add(name="BatchingParameters")
-  for number, name, wrapper in (
-      (1, "max_batch_size", "Int64Value"),
-      (2, "batch_timeout_micros", "Int64Value"),
-      (3, "max_enqueued_batches", "Int64Value"),
-      (4, "num_batch_threads", "Int64Value"),
-      (5, "thread_pool_name", "StringValue")):
-    message.field.add(name=name, number=number, label=field.LABEL_OPTIONAL,
-                      type=field.TYPE_MESSAGE,
-                      type_name=f".google.protobuf.{wrapper}")
-  message.field.add(name="allowed_batch_sizes", number=6,
-                    label=field.LABEL_REPEATED, type=field.TYPE_INT64)
-  message.field.add(name="pad_variable_length_inputs", number=7,
-                    label=field.LABEL_OPTIONAL, type=field.TYPE_BOOL)
-  pool = descriptor_pool.DescriptorPool()
-  pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-  pool.AddSerializedFile(proto.SerializeToString())
-  return message_factory.MessageFactory(pool).GetPrototype(
-      pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
-
-
 def _monitoring_config_class():
   """tensorflow.serving.MonitoringConfig, declared as
   tensorflow_serving/config/monitoring_config.proto does (the wheel ships
@@ -200,7 +160,7 @@ def test_monitoring_config_turns_on_prometheus():
 
 
 def _batching(text):
-  return text_format.Parse(text, _batching_parameters_class()())
+  return text_format.Parse(text, batching.batching_parameters_class()())
 
 
 @pytest.mark.parametrize("name,threads,batch,timeout,allowed", [
@@ -337,9 +297,10 @@ def test_docker_run_script(tmp_path, gpu):
       "batching_parameters_file": "/config/batching.config",
       "monitoring_config_file": "/config/monitoring.config",
       "file_system_poll_wait_seconds": "5"}
-  batching = os.path.join(SERVING, f"batching_{'gpu' if gpu else 'cpu'}.config")
+  batching_file = os.path.join(SERVING,
+                               f"batching_{'gpu' if gpu else 'cpu'}.config")
   assert f"{tmp_path}:/models:ro" in args
-  assert f"{batching}:/config/batching.config:ro" in args
+  assert f"{batching_file}:/config/batching.config:ro" in args
   monitoring = os.path.join(SERVING, "monitoring.config")
   assert f"{monitoring}:/config/monitoring.config:ro" in args
   assert {"8500:8500", "8501:8501"} <= set(args)

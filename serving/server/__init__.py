@@ -24,12 +24,12 @@ The modules, one concern each:
   rest        the REST handler and its JSON
   metrics     Prometheus metrics of both (--monitoring-port)
   request_log a sampled PredictionLog of answered Predicts (--log-requests)
+  batching    TF Serving's server-side batching (--batching-parameters-file)
 Both front ends answer every request through the repository's predict,
 metadata and status, so what wraps those (batching, metrics, request logs)
 serves gRPC and REST alike.
 
-Not implemented: Classify, Regress, MultiInference (UNIMPLEMENTED),
-server-side batching.
+Not implemented: Classify, Regress, MultiInference (UNIMPLEMENTED).
 """
 
 import dataclasses
@@ -41,6 +41,7 @@ from absl import logging
 import grpc
 
 from schema.settings import ServeSettings
+from serving.server import batching
 from serving.server import grpc_api
 from serving.server import metrics as metrics_lib
 from serving.server import request_log as request_log_lib
@@ -67,6 +68,7 @@ class ServerHandle:
   http_server: Optional[http.server.HTTPServer] = None
   monitoring_port: Optional[int] = None
   request_log: Optional[request_log_lib.RequestLog] = None
+  batcher: Optional[batching.BatchScheduler] = None
 
   @property
   def address(self) -> str:
@@ -85,6 +87,8 @@ class ServerHandle:
       self.http_server.shutdown()
       self.http_server.server_close()
     self.grpc_server.stop(grace).wait()
+    if self.batcher is not None:
+      self.batcher.stop()
     if self.request_log is not None:
       self.request_log.close()
 
@@ -111,6 +115,11 @@ def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
       model_base, tensors.RequestLimits(settings.max_batch,
                                         settings.max_input_bytes),
       keep_versions)
+  batcher = None
+  if settings.batching_parameters_file:
+    batcher = batching.BatchScheduler(
+        batching.read_parameters(settings.batching_parameters_file))
+    repository.batcher = batcher
   metrics = metrics_lib.ServerMetrics(repository)
   repository.on_load = metrics.load_attempt
   log = None
@@ -128,9 +137,11 @@ def start_server(model_base: str, settings: ServeSettings = ServeSettings(),
     grpc_server, port = grpc_api.serve(repository, settings, metrics)
   except (OSError, RuntimeError) as e:  # grpcio raises RuntimeError on bind
     repository.stop()
+    if batcher is not None:
+      batcher.stop()
     raise _bind_error(settings, e) from e
   handle = ServerHandle(settings.host, port, None, repository, grpc_server,
-                        metrics, request_log=log)
+                        metrics, request_log=log, batcher=batcher)
   try:
     if settings.rest_port is not None:
       handle.http_server = rest.serve(repository, settings, metrics)

@@ -24,6 +24,7 @@ from tfx.dsl.io import fileio
 
 from schema import contract
 from schema import layout
+from serving.server import batching
 from serving.server import tensors
 from serving.server import version_labels
 from serving.server.errors import Code
@@ -47,6 +48,10 @@ class Servable:
     self.signature_defs = dict(meta_graph.signature_def)
     self._functions = dict(
         tf.saved_model.load(path, tags=[tf.saved_model.SERVING]).signatures)
+    # Server-side batching (batching.py), when the server has it on.
+    self.batcher: Optional[batching.BatchScheduler] = None
+    self._batchable = {name for name, signature in self.signature_defs.items()
+                       if batching.batchable(signature)}
 
   def signature(self, name: str):
     """The SignatureDef called `name` (empty: the default one)."""
@@ -63,7 +68,11 @@ class Servable:
     aliases = tensors.output_aliases(signature, request.output_filter)
     inputs = tensors.input_tensors(signature, request.inputs, limits)
     try:
-      outputs = self._functions[name](**inputs)
+      if self.batcher is not None and name in self._batchable:
+        outputs = self.batcher.run((self.name, self.version, name),
+                                   self._functions[name], inputs)
+      else:
+        outputs = self._functions[name](**inputs)
     except tf.errors.OpError as e:
       raise from_op_error(e) from e
     except UnicodeDecodeError as e:
@@ -138,6 +147,8 @@ class ModelRepository:
     # with (request, response) after every answered Predict.
     self.on_load = lambda path, ok: None
     self.on_predict = lambda request, response: None
+    # Joins concurrent requests into batches (batching.py); None: off.
+    self.batcher: Optional[batching.BatchScheduler] = None
     self.limits = limits
     self._keep = max(1, keep_versions)
     self._warm_up = warm_up
@@ -263,6 +274,7 @@ class ModelRepository:
     start = time.monotonic()
     try:
       servable = Servable(name, version, path)
+      servable.batcher = self.batcher
       if self._warm_up:
         servable.warm_up(self.limits)
     except Exception as e:  # pylint: disable=broad-except
