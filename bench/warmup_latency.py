@@ -7,8 +7,9 @@ Each measurement is a fresh Python process (kernels, oneDNN primitives
 and traced functions are per process, so a second load in one process
 would be warm already): it loads the SavedModel as `cxr serve` does
 (serving.server.Servable), warms it up the chosen way, then times the
-first `serving_default` request (one real chest X-ray JPEG from
-../shared/data) and the first `gradcam` request. The three contenders are
+first requests, each then a second time: `serving_default` with one real
+chest X-ray JPEG from ../shared/data, `gradcam` with it, `serving_default`
+with the same X-ray as a 16-bit PNG, and with a batch of 32 of the JPEG. The three contenders are
 alternated round by round. DIR defaults to an untrained thesis CNN
 exported here; give a pushed model (OUT/serving/<model>/<version>) for
 real figures. The warm-up file is written into a copy of DIR for the
@@ -54,18 +55,23 @@ def _child(model_dir: str, contender: str, image_path: str) -> None:
   warmed = time.perf_counter()
   with open(image_path, "rb") as f:
     image = f.read()
+  # The same X-ray as a 16-bit PNG (a detector's export), and a full batch.
+  pixels = tf.io.decode_jpeg(image, channels=1)
+  png16 = tf.io.encode_png(tf.cast(pixels, tf.uint16) * 257).numpy()
   out = {"load_s": loaded - start, "warm_up_s": warmed - loaded}
-  for signature in (contract.SERVING_DEFAULT, contract.GRADCAM):
+  for name, signature, images in (
+      ("jpeg", contract.SERVING_DEFAULT, [image]),
+      ("gradcam", contract.GRADCAM, [image]),
+      ("png16", contract.SERVING_DEFAULT, [png16]),
+      ("batch32", contract.SERVING_DEFAULT, [image] * 32)):
     request = predict_pb2.PredictRequest()
     request.model_spec.signature_name = signature
     request.inputs[contract.IMAGES_INPUT].CopyFrom(
-        tf.make_tensor_proto([image], dtype=tf.string, shape=[1]))
-    begin = time.perf_counter()
-    servable.predict(request, limits)
-    out[f"first_{signature}_ms"] = (time.perf_counter() - begin) * 1000
-    begin = time.perf_counter()
-    servable.predict(request, limits)
-    out[f"second_{signature}_ms"] = (time.perf_counter() - begin) * 1000
+        tf.make_tensor_proto(images, dtype=tf.string, shape=[len(images)]))
+    for attempt in ("first", "second"):
+      begin = time.perf_counter()
+      servable.predict(request, limits)
+      out[f"{attempt}_{name}_ms"] = (time.perf_counter() - begin) * 1000
   print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -119,13 +125,13 @@ def main(argv=None) -> int:
             + ", ".join(f"{k} {v:.2f}" for k, v in
                         results[contender][-1].items()), flush=True)
   keys = list(results["file"][0])
-  print("\n| warm-up | " + " | ".join(f"median {k}" for k in keys) + " |")
+  print("\nmedians:\n| warm-up | " + " | ".join(keys) + " |")
   print("|---|" + "---|" * len(keys))
   for contender in CONTENDERS:
     print(f"| {contender} | " + " | ".join(
         f"{statistics.median(r[k] for r in results[contender]):.2f}"
         for k in keys) + " |")
-  median = {c: statistics.median(r["first_serving_default_ms"]
+  median = {c: statistics.median(r["first_jpeg_ms"]
                                  for r in results[c]) for c in CONTENDERS}
   print(f"ratio: {median['none'] / median['file']:.1f} (first serving_default "
         "request without warm-up / with the file)")
