@@ -15,7 +15,8 @@ setuptools.setup(
         f"{package}{sub}" for package in
         ("pipeline", "components", "schema", "serving", "kubeflow", "cxr")
         for sub in ("", ".*")]),
-    package_data={"schema": ["*/schema.pbtxt"], "pipeline.report": ["*.css"]},
+    package_data={"schema": ["*/schema.pbtxt", "image_summary.pbtxt"],
+                  "pipeline.report": ["*.css"]},
     install_requires=[
         "tfx[kfp]==1.16.0",
         "tensorflow==2.16.2",

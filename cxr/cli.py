@@ -9,6 +9,7 @@
   cxr predict IMAGE... --server HOST:PORT --model NAME [--gradcam OUT_DIR]
   cxr promote OUT/serving MODEL VERSION --label stable|canary
   cxr rollback OUT/serving MODEL [--label stable|canary]
+  cxr skew --training OUT --serving-logs DIR
   cxr compile --engine vertex|kubeflow --output JOB.json --image IMAGE ...
   cxr submit JOB.json --engine vertex --project P --region R [--labels k=v,...]
   cxr submit JOB.json --engine kubeflow --host URL [--wait]
@@ -22,7 +23,7 @@ import sys
 from typing import List, Optional
 
 COMMANDS = ("synth", "run", "models", "summary", "report", "serve",
-            "predict", "promote", "rollback", "compile", "submit")
+            "predict", "promote", "rollback", "skew", "compile", "submit")
 
 
 def build_parser() -> argparse.ArgumentParser:

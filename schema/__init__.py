@@ -22,3 +22,8 @@ def schema_path(task: str) -> str:
   if not os.path.exists(path):
     raise ValueError(f"no schema for task {task!r} (expected {path})")
   return path
+
+
+def image_summary_schema_path() -> str:
+  """Path of the curated schema of image summaries `cxr skew` compares."""
+  return os.path.join(_HERE, "image_summary.pbtxt")

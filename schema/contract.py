@@ -94,6 +94,14 @@ OVERLAY_PNG = "overlay_png"  # gradcam: [batch] PNG bytes
 # (serving/export/warmup.py): a lone image, and a full batch of the CPU
 # batching config (serving/batching_cpu.config's max_batch_size).
 WARMUP_BATCH_SIZES: Tuple[int, ...] = (1, 32)
+# An image in six numbers (serving/server/image_summary.py), compared
+# between training and serving by `cxr skew` (schema/image_summary.pbtxt).
+SUMMARY_FEATURES: Tuple[str, ...] = ("height", "width", "channels",
+                                     "brightness", "contrast",
+                                     "border_brightness")
+# Floats among them; the others are integers.
+SUMMARY_FLOATS: Tuple[str, ...] = ("brightness", "contrast",
+                                   "border_brightness")
 # Version labels a model's versions may carry (TF Serving's version_labels;
 # serving/server/version_labels.py): the version most clients get, and the
 # one a few try first.

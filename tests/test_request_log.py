@@ -11,6 +11,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from schema import contract
 from schema.settings import ServeSettings
 from serving import server
+from serving.server import image_summary
 from tests.test_server import BINARY, POLL, _push_copy, _request, _stub, png
 # model_base: the module fixture that exports the test models once.
 from tests.test_server import model_base  # noqa: F401  pylint: disable=unused-import
@@ -50,8 +51,10 @@ def test_every_answered_request_is_logged_without_its_images(base, tmp_path):
     assert log.log_metadata.model_spec.version.value == 1
     assert log.log_metadata.sampling_config.sampling_rate == 1.0
     images = log.predict_log.request.inputs[contract.IMAGES_INPUT]
-    # Two images, both emptied: the log keeps no patient pixels.
-    assert list(images.string_val) == [b"", b""]
+    # Two images, each replaced by its summary: no patient pixels.
+    summaries = [image_summary.from_example(v) for v in images.string_val]
+    assert summaries == [image_summary.summarize(png(40, 50, seed=i)),
+                         image_summary.summarize(png(60, 50))]
     outputs = log.predict_log.response.outputs
     assert tf.make_ndarray(outputs[contract.PROBABILITIES]).shape == (2, 2)
   raw = b"".join(open(f, "rb").read() for f in files)

@@ -5,7 +5,7 @@ records, TF Serving's SavedModel warm-up format) when it loads a version,
 before the version is served, and so does `cxr serve`
 (serving/server/repository.py). Without it the first request after a load
 or a swap pays for graph optimisation and for creating every kernel
-(oneDNN makes one per input shape), seconds on these CPUs.
+(oneDNN makes one per input shape).
 
 The requests are real-sized: a chest-X-ray-shaped grayscale image of
 WARMUP_IMAGE_SIDE pixels, as JPEG (what the Kaggle data sets hold) and as

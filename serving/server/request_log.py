@@ -9,10 +9,12 @@ new one started once it holds `--log-file-bytes`. Open-source TF Serving
 has no sink for its logs; this one is a folder any TFRecord reader takes
 (tf.data, TFDV, Beam).
 
-Images are patient data. Unless `--log-images` is given, the values of
-the image and example inputs are replaced by empty strings before the
-record is written (the shape and everything else stay), so a log holds
-the decisions and their probabilities, not the X-rays.
+Images are patient data. Unless `--log-images` is given, each image is
+replaced by its summary (image_summary.py: size, channels, brightness,
+contrast, as a serialized tf.Example) before the record is written, and an
+example input's values by empty strings; the shape and everything else
+stay. A log then holds the decisions, their probabilities and what
+`cxr skew` compares with training, not the X-rays.
 """
 
 import os
@@ -26,6 +28,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from schema import contract
+from serving.server import image_summary
 
 # Inputs whose values are images, or tf.Examples holding them.
 IMAGE_INPUTS = (contract.IMAGES_INPUT, contract.EXAMPLES_INPUT)
@@ -33,17 +36,26 @@ IMAGE_INPUTS = (contract.IMAGES_INPUT, contract.EXAMPLES_INPUT)
 _FRAME_BYTES = 16
 
 
+def _summary_or_empty(image: bytes) -> bytes:
+  try:
+    return image_summary.as_example(image_summary.summarize(image))
+  except ValueError:
+    return b""  # not an image the model could read either
+
+
 def redacted(request: predict_pb2.PredictRequest
              ) -> predict_pb2.PredictRequest:
-  """A copy of request whose image and example values are empty strings."""
+  """A copy of request whose images are their summaries and whose
+  examples are empty strings."""
   out = predict_pb2.PredictRequest()
   out.CopyFrom(request)
   for alias in IMAGE_INPUTS:
     if alias in out.inputs:
       values = out.inputs[alias].string_val
-      count = len(values)
+      kept = [_summary_or_empty(v) if alias == contract.IMAGES_INPUT
+              else b"" for v in values]
       del values[:]
-      values.extend([b""] * count)
+      values.extend(kept)
   return out
 
 

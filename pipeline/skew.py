@@ -1,0 +1,81 @@
+"""Training/serving skew of the images: `cxr skew`.
+
+The training side is a run's ingested train split (ImageExampleGen's
+newest examples under OUT/pipeline_root), the serving side a `cxr serve`
+request log (serving/server/request_log.py: images, or the summaries that
+stand in for them). Each image becomes its summary
+(serving/server/image_summary.py), both sides become TFDV statistics, and
+TFDV's skew check compares them under the curated comparators of
+schema/image_summary.pbtxt.
+"""
+
+import glob
+import os
+import random
+from typing import Dict, List, Tuple
+
+import pandas as pd
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from tensorflow_serving.apis import prediction_log_pb2
+
+import schema
+from schema import contract
+from schema import layout
+from serving.server import image_summary
+
+Rows = List[Dict[str, float]]
+
+
+def training_images(output: str, limit: int, seed: int = 0) -> List[bytes]:
+  """Up to `limit` encoded images of the run's train split, drawn at random
+  (with `seed`) when there are more."""
+  runs = glob.glob(os.path.join(layout.output_paths(output).pipeline_root,
+                                layout.EXAMPLE_GEN, "examples", "*"))
+  if not runs:
+    raise FileNotFoundError(f"no ingested examples under {output}: run "
+                            "`cxr run --output` there first")
+  newest = max(runs, key=lambda r: int(os.path.basename(r)))
+  files = sorted(glob.glob(os.path.join(newest, f"Split-{contract.TRAIN}",
+                                        "*")))
+  images = [tf.train.Example.FromString(r.numpy()).features.feature[
+      contract.IMAGE_KEY].bytes_list.value[0]
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+  if len(images) > limit:
+    images = random.Random(seed).sample(images, limit)
+  return images
+
+
+def serving_rows(log_dir: str) -> Tuple[Rows, int]:
+  """(summaries of every logged image, values that had none: emptied or
+  undecodable)."""
+  files = sorted(glob.glob(os.path.join(log_dir, "*.tfrecord")))
+  if not files:
+    raise FileNotFoundError(f"no request log (*.tfrecord) in {log_dir}")
+  rows, missing = [], 0
+  for record in tf.data.TFRecordDataset(files):
+    log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    images = log.predict_log.request.inputs.get(contract.IMAGES_INPUT)
+    for value in images.string_val if images is not None else ():
+      summary = image_summary.from_logged(value)
+      if summary is None:
+        missing += 1
+      else:
+        rows.append(summary)
+  return rows, missing
+
+
+def statistics(rows: Rows):
+  """TFDV statistics of image summaries."""
+  return tfdv.generate_statistics_from_dataframe(
+      pd.DataFrame(rows, columns=list(contract.SUMMARY_FEATURES)))
+
+
+def skew_anomalies(training: Rows, serving: Rows) -> Dict[str, str]:
+  """{feature: TFDV's description} of every skew past its comparator."""
+  summary_schema = tfdv.load_schema_text(schema.image_summary_schema_path())
+  anomalies = tfdv.validate_statistics(
+      statistics(training), summary_schema,
+      serving_statistics=statistics(serving))
+  return {name: f"{info.short_description}: {info.description}"
+          for name, info in sorted(anomalies.anomaly_info.items())}
