@@ -6,41 +6,27 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
-from tensorflow_transform.tf_metadata import dataset_metadata
-from tensorflow_transform.tf_metadata import schema_utils
 
 from components import models
-from components import transform
 from schema import contract
 from serving.export import gradcam
 from serving.export import pixels as pixels_lib
 from serving.export import signatures
+from tests import test_server
 
 # The feature map Grad-CAM must explain: each architecture's last conv output.
 GRADCAM_LAYERS = {"cnn": "conv4_1", "cnn_aug": "conv4_1",
                   "vgg16": "block5_conv3", "mobilenet_v2": "out_relu",
                   "resnet50_v2": "post_relu", "resnet_small": "block5_out"}
 
-SIZE = 58  # the smallest the thesis CNN takes
+SIZE = test_server.SIZE  # the smallest the thesis CNN takes
 
 
 @pytest.fixture(scope="module")
-def transform_output(tmp_path_factory):
-  """A real Transform graph at SIZE px, written the way Transform writes it."""
-  root = tmp_path_factory.mktemp("tft")
-  metadata = dataset_metadata.DatasetMetadata(
-      schema_utils.schema_from_feature_spec({
-          "image": tf.io.FixedLenFeature([1], tf.string),
-          "label": tf.io.FixedLenFeature([1], tf.int64)}))
-  with tft_beam.Context(temp_dir=str(root / "tmp")):
-    transform_fn = (([{"image": [_png(20, 30)], "label": [0]}], metadata)
-                    | tft_beam.AnalyzeDataset(
-                        lambda inputs: transform.preprocessing_fn(
-                            inputs, {"image_size": SIZE})))
-    _ = transform_fn | tft_beam.WriteTransformFn(str(root / "graph"))
-  return tft.TFTransformOutput(str(root / "graph"))
+def transform_output():
+  """A real Transform graph at SIZE px, written the way Transform writes it:
+  the server tests', built once per process."""
+  return test_server.transform_output()
 
 
 def _png(h, w):
@@ -86,7 +72,7 @@ def test_export_and_serve(name, task, transform_output, tmp_path):
     exported = exported[:, 1:]
   assert np.allclose(direct, exported, atol=1e-5)
 
-  _check_gradcam(model, name, task, tmp_path, images, pixels)
+  _check_gradcam(model, name, task, loaded, images, pixels)
 
 
 def _decisions(export_dir, images):
@@ -174,8 +160,8 @@ def _reference_maps(sub, head, image, class_id):
   return maps
 
 
-def _check_gradcam(model, name, task, export_dir, images, pixels):
-  loaded = tf.saved_model.load(str(export_dir))
+def _check_gradcam(model, name, task, loaded, images, pixels):
+  """loaded: the exported SavedModel, as tf.saved_model.load gave it."""
   gradcam = loaded.signatures[signatures.GRADCAM]
   classes = len(contract.CLASS_NAMES[task])
   predicted = loaded.signatures[signatures.SERVING_DEFAULT](
