@@ -133,14 +133,15 @@ def test_cross_data_evaluation_maps_the_labels(task, real_binary_subset,
   assert f"source:{os.path.basename(data)}" in result.models["cnn"].metrics
 
 
-def _split_scores(examples_uri, split, model_dir):
-  """(P(pneumonia) of the exported model, labels) over one ingested split."""
+def _split_scores(examples_uri, split, loaded):
+  """(P(pneumonia) of the loaded exported model, labels) over one ingested
+  split."""
   files = glob.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
   records = list(tf.data.TFRecordDataset(files, compression_type="GZIP")
                  .as_numpy_iterator())
   labels = [tf.train.Example.FromString(r).features.feature[
       contract.LABEL_KEY].int64_list.value[0] for r in records]
-  scored = tf.saved_model.load(model_dir).signatures[contract.TF_EXAMPLE](
+  scored = loaded.signatures[contract.TF_EXAMPLE](
       examples=tf.constant(records))
   return scored[contract.OUTPUTS].numpy()[:, 0], np.array(labels)
 
@@ -152,10 +153,10 @@ def test_the_threshold_is_chosen_on_the_eval_split_only(synthetic_pipeline):
   op = model.operating_point
   assert op["rule"] == settings.TrainingSettings().operating_point
   examples = summary.evaluated_examples_uri(metadata, model.evaluation_uri)
+  loaded = tf.saved_model.load(synthetic_pipeline["pushed_model"])
   chosen = {}
   for split in (contract.EVAL, contract.TEST):
-    scores, labels = _split_scores(examples, split,
-                                   synthetic_pipeline["pushed_model"])
+    scores, labels = _split_scores(examples, split, loaded)
     chosen[split] = operating_point.choose_threshold(
         scores, operating_point.is_pneumonia(labels),
         settings.parse_operating_point(op["rule"]))
@@ -163,8 +164,8 @@ def test_the_threshold_is_chosen_on_the_eval_split_only(synthetic_pipeline):
   assert op["threshold"] == pytest.approx(chosen[contract.EVAL], abs=1e-6)
   assert chosen[contract.TEST] != pytest.approx(op["threshold"], abs=1e-6)
   # The served model carries it.
-  served = tf.saved_model.load(synthetic_pipeline["pushed_model"]).signatures[
-      contract.SERVING_DEFAULT](images=tf.constant([open(glob.glob(
+  served = loaded.signatures[contract.SERVING_DEFAULT](
+      images=tf.constant([open(glob.glob(
           os.path.join(synthetic_pipeline["data"], "**", "*.jpeg"),
           recursive=True)[0], "rb").read()]))
   assert served[contract.THRESHOLD].numpy()[0] == pytest.approx(
