@@ -71,7 +71,10 @@ def synthetic_pipeline(tmp_path_factory):
 
   Shared by the evaluation, serving and report tests ("a model pushed by a
   tiny pipeline run"); the floors are 0 so the model is always pushed,
-  and those tests judge what they need themselves.
+  and those tests judge what they need themselves. Without the Evaluator's
+  confidence intervals, which would cost it several times its time:
+  tests/test_confidence_intervals.py computes them with the Evaluator's
+  metrics and shows them through the summary and the report.
   """
   # pylint: disable=g-import-not-at-top
   import glob
@@ -84,7 +87,9 @@ def synthetic_pipeline(tmp_path_factory):
   synthetic.generate(data, n=SYNTHETIC_PIPELINE["n"],
                      size=SYNTHETIC_PIPELINE["size"], seed=7)
   runner.run(data, "binary", out,
-             settings.RunSettings(models=(SYNTHETIC_PIPELINE["model"],)),
+             settings.RunSettings(
+                 models=(SYNTHETIC_PIPELINE["model"],),
+                 confidence_intervals=SYNTHETIC_PIPELINE["intervals"]),
              settings.TrainingSettings(
                  image_size=SYNTHETIC_PIPELINE["image_size"],
                  epochs=SYNTHETIC_PIPELINE["epochs"], batch_size=16, seed=7),
@@ -104,4 +109,4 @@ def synthetic_pipeline(tmp_path_factory):
 # cnn learns this set in a dozen epochs (tests/test_pipeline_e2e.py); cnn_aug
 # needs about 40.
 SYNTHETIC_PIPELINE = {"model": "cnn", "n": 300, "size": 96, "image_size": 64,
-                      "epochs": 12}
+                      "epochs": 12, "intervals": False}

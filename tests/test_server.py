@@ -56,7 +56,7 @@ _AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
 _transform_outputs = {}
 
 
-def _transform_output() -> tft.TFTransformOutput:
+def transform_output() -> tft.TFTransformOutput:
   """A real Transform graph at SIZE px, built once per process."""
   if "graph" not in _transform_outputs:
     root = tempfile.mkdtemp(prefix="tft-")
@@ -87,7 +87,7 @@ def export_test_model(base_dir: str, name: str, version: int,
   os.makedirs(model_dir, exist_ok=True)
   staging = os.path.join(model_dir, f".staging-{version}")
   signatures.export_serving_model(models.build_model("cnn", task, SIZE),
-                                  _transform_output(), staging, task, SIZE)
+                                  transform_output(), staging, task, SIZE)
   os.rename(staging, os.path.join(model_dir, str(version)))
   return os.path.join(model_dir, str(version))
 
