@@ -110,3 +110,16 @@ def synthetic_pipeline(tmp_path_factory):
 # needs about 40.
 SYNTHETIC_PIPELINE = {"model": "cnn", "n": 300, "size": 96, "image_size": 64,
                       "epochs": 12, "intervals": False}
+
+
+@pytest.fixture(scope="session")
+def exported_test_models(tmp_path_factory):
+  """An untrained thesis CNN of each task exported as the Trainer exports
+  it, version 1 under one serving folder: built once for every serving
+  test module, which only read it."""
+  from tests import test_server  # pylint: disable=g-import-not-at-top
+  base = str(tmp_path_factory.mktemp("serving"))
+  test_server.export_test_model(base, test_server.BINARY, 1)
+  test_server.export_test_model(base, test_server.MULTICLASS, 1,
+                                task="multiclass")
+  return base

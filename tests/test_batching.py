@@ -16,7 +16,7 @@ from serving.server import batching
 from serving.server.errors import Code
 from serving.server.errors import ServingError
 from tests.test_server import BINARY, POLL, _push_copy, _request, _stub, png
-# model_base: the module fixture that exports the test models once.
+# model_base: the test models, exported once per session (conftest.py).
 from tests.test_server import model_base  # noqa: F401  pylint: disable=unused-import
 
 SERVING = os.path.join(os.path.dirname(os.path.dirname(

@@ -16,7 +16,7 @@ from schema.settings import ServeSettings
 from serving import server
 from tests.test_server import BINARY, POLL, _push_copy, _request, _stub
 from tests.test_server import _wait_for, png
-# model_base: the module fixture that exports the test models once.
+# model_base: the test models, exported once per session (conftest.py).
 from tests.test_server import model_base  # noqa: F401  pylint: disable=unused-import
 
 REQUESTS = ":tensorflow:serving:request_count"

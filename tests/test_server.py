@@ -195,11 +195,9 @@ def _start(kind: str, base: str, work_dir: str):
 
 
 @pytest.fixture(scope="module")
-def model_base(tmp_path_factory):
-  base = str(tmp_path_factory.mktemp("serving"))
-  export_test_model(base, BINARY, 1)
-  export_test_model(base, MULTICLASS, 1, task="multiclass")
-  return base
+def model_base(exported_test_models):
+  """Version 1 of BINARY and MULTICLASS (conftest.py; read-only)."""
+  return exported_test_models
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from serving import tf_serving_config
 from serving.server import version_labels
 from tests.test_server import BINARY, POLL, _push_copy, _request, _stub
 from tests.test_server import _wait_for, png
-# model_base: the module fixture that exports the test models once.
+# model_base: the test models, exported once per session (conftest.py).
 from tests.test_server import model_base  # noqa: F401  pylint: disable=unused-import
 
 STABLE, CANARY = contract.STABLE, contract.CANARY
