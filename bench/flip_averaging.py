@@ -20,7 +20,6 @@ P(pneumonia) of the images every run scored (a 3-class run's is
 """
 
 import argparse
-import glob
 import os
 import sys
 
@@ -34,6 +33,7 @@ from sklearn import metrics as sk_metrics
 import tensorflow as tf
 
 from components import operating_point
+from pipeline import summary
 from schema import contract
 from schema import layout
 from schema import settings
@@ -42,23 +42,18 @@ BATCH = 32
 
 
 def _newest_model(serving: str) -> str:
-  versions = [v for v in glob.glob(os.path.join(serving, "*", "*"))
-              if os.path.basename(v).isdigit()]
+  versions = [(v, path) for versions in layout.served_models(serving).values()
+              for v, path in versions.items()]
   if not versions:
     raise SystemExit(f"no pushed model under {serving}")
-  return max(versions, key=lambda v: int(os.path.basename(v)))
+  return max(versions)[1]
 
 
-def _split_examples(pipeline_root: str, split: str):
+def _split_examples(out: str, split: str):
   """(keys, encoded images, labels) of a split, from the newest ingest; an
   image's key is its (source, file name)."""
-  runs = glob.glob(os.path.join(pipeline_root, layout.EXAMPLE_GEN,
-                                "examples", "*"))
-  newest = max(runs, key=lambda r: int(os.path.basename(r)))
-  files = glob.glob(os.path.join(newest, f"Split-{split}", "*"))
   keys, images, labels = [], [], []
-  for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-    example = tf.train.Example.FromString(record.numpy())
+  for example in summary.ingested_examples(out, split):
     feature = example.features.feature
     keys.append(tuple(feature[k].bytes_list.value[0] for k in
                       (contract.SOURCE_KEY, contract.FILE_NAME_KEY)))
@@ -88,10 +83,9 @@ def score_run(out: str):
   model_dir = _newest_model(layout.output_paths(out).serving)
   signature = tf.saved_model.load(model_dir).signatures[
       contract.SERVING_DEFAULT]
-  root = layout.output_paths(out).pipeline_root
   scored = {}
   for split in (contract.EVAL, contract.TEST):
-    keys, images, labels = _split_examples(root, split)
+    keys, images, labels = _split_examples(out, split)
     positive = operating_point.is_pneumonia(labels)
     plain = _probabilities(signature, images, flip=False)
     flipped = _probabilities(signature, images, flip=True)

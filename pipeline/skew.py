@@ -20,8 +20,8 @@ import tensorflow_data_validation as tfdv
 from tensorflow_serving.apis import prediction_log_pb2
 
 import schema
+from pipeline import summary
 from schema import contract
-from schema import layout
 from serving.server import image_summary
 
 Rows = List[Dict[str, float]]
@@ -30,17 +30,8 @@ Rows = List[Dict[str, float]]
 def training_images(output: str, limit: int, seed: int = 0) -> List[bytes]:
   """Up to `limit` encoded images of the run's train split, drawn at random
   (with `seed`) when there are more."""
-  runs = glob.glob(os.path.join(layout.output_paths(output).pipeline_root,
-                                layout.EXAMPLE_GEN, "examples", "*"))
-  if not runs:
-    raise FileNotFoundError(f"no ingested examples under {output}: run "
-                            "`cxr run --output` there first")
-  newest = max(runs, key=lambda r: int(os.path.basename(r)))
-  files = sorted(glob.glob(os.path.join(newest, f"Split-{contract.TRAIN}",
-                                        "*")))
-  images = [tf.train.Example.FromString(r.numpy()).features.feature[
-      contract.IMAGE_KEY].bytes_list.value[0]
-            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+  images = [example.features.feature[contract.IMAGE_KEY].bytes_list.value[0]
+            for example in summary.ingested_examples(output, contract.TRAIN)]
   if len(images) > limit:
     images = random.Random(seed).sample(images, limit)
   return images

@@ -7,11 +7,12 @@ context, cached ones included), so a summary never mixes runs.
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from google.protobuf import text_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
@@ -383,6 +384,21 @@ def evaluated_examples_uri(metadata_path: str,
     if type_name == standard_artifacts.Examples.TYPE_NAME:
       return artifact.uri
   return None
+
+
+def ingested_examples(output: str, split: str) -> Iterator[tf.train.Example]:
+  """The tf.Examples of one split of the newest ingest under a run's output
+  folder (ImageExampleGen's newest execution); FileNotFoundError when the
+  run ingested nothing."""
+  runs = fileio.glob(os.path.join(layout.output_paths(output).pipeline_root,
+                                  layout.EXAMPLE_GEN, "examples", "*"))
+  if not runs:
+    raise FileNotFoundError(f"no ingested examples under {output}: run "
+                            "`cxr run --output` there first")
+  newest = max(runs, key=lambda r: int(os.path.basename(r)))
+  files = sorted(fileio.glob(os.path.join(newest, f"Split-{split}", "*")))
+  for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+    yield tf.train.Example.FromString(record.numpy())
 
 
 def read_history(result: ModelResult) -> Optional[dict]:
