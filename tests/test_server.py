@@ -512,17 +512,20 @@ def test_payload_above_the_message_limit(tmp_path, model_base):
     handle.stop()
 
 
-class _RequestLoop:
-  """Sends Predict requests back to back on a thread, noting each outcome."""
+class RequestLoop:
+  """Sends a Predict request (default: one PNG to BINARY) back to back on a
+  thread, noting each outcome."""
 
-  def __init__(self, address: str):
+  def __init__(self, address: str, request=None):
     self.versions, self.failures = [], []
     self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, args=(address,))
+    self._thread = threading.Thread(
+        target=self._run,
+        args=(address, request or _request(images=[png(40, 50)])))
     self._thread.start()
 
-  def _run(self, address):
-    stub, request = _stub(address), _request(images=[png(40, 50)])
+  def _run(self, address, request):
+    stub = _stub(address)
     while not self._stop.is_set():
       try:
         response = stub.Predict(request, timeout=60)
@@ -547,7 +550,7 @@ def test_hot_swap_fails_no_request(start_any, tmp_path, model_base):
   model_dir = str(base / BINARY)
   _push_copy(os.path.join(model_base, BINARY, "1"), model_dir, 1)
   handle = start_any(str(base))
-  loop = _RequestLoop(handle.address)
+  loop = RequestLoop(handle.address)
   try:
     loop.wait_for_version(1)
     _push_copy(os.path.join(model_base, BINARY, "1"), model_dir, 2)
@@ -573,7 +576,7 @@ def test_half_written_and_broken_versions_leave_the_old_one_serving(
     request.model_spec.name = BINARY
     return {s.version: s.state for s in status.GetModelStatus(
         request, timeout=30).model_version_status}
-  loop = _RequestLoop(handle.address)
+  loop = RequestLoop(handle.address)
   try:
     loop.wait_for_version(1)
     # 2 is being copied in place: variables, no saved_model.pb yet.

@@ -4,7 +4,6 @@ cxr serve routing stable and canary requests, under load too."""
 import base64
 import json
 import os
-import threading
 import urllib.error
 import urllib.request
 
@@ -22,8 +21,8 @@ from serving import client as client_lib
 from serving import server
 from serving import tf_serving_config
 from serving.server import version_labels
-from tests.test_server import BINARY, POLL, _push_copy, _request, _stub
-from tests.test_server import _wait_for, png
+from tests.test_server import BINARY, POLL, RequestLoop, _push_copy
+from tests.test_server import _request, _stub, png
 # model_base: the test models, exported once per session (conftest.py).
 from tests.test_server import model_base  # noqa: F401  pylint: disable=unused-import
 
@@ -174,46 +173,17 @@ def _http(url, document=None):
     return e.code, json.load(e)
 
 
-class _LabelledLoop:
-  """Sends stable-labelled Predicts back to back, noting each outcome."""
-
-  def __init__(self, address):
-    self.versions, self.failures = [], []
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, args=(address,))
-    self._thread.start()
-
-  def _run(self, address):
-    stub, request = _stub(address), _labelled(STABLE)
-    while not self._stop.is_set():
-      try:
-        response = stub.Predict(request, timeout=60)
-        self.versions.append(response.model_spec.version.value)
-      except grpc.RpcError as e:
-        self.failures.append(f"{e.code()}: {e.details()}")
-
-  def wait_for(self, version, seconds=90):
-    count = len(self.versions)
-    _wait_for(lambda: len(self.versions) > count + 2
-              and self.versions[-1] == version, seconds,
-              f"stable requests answered by version {version}")
-
-  def stop(self):
-    self._stop.set()
-    self._thread.join()
-
-
 def test_promote_and_rollback_under_load_fail_no_request(base):
   version_labels.promote(base, BINARY, 1, STABLE)
   handle = server.start_server(base, ServeSettings(port=0,
                                                    poll_seconds=POLL))
-  loop = _LabelledLoop(handle.address)
+  loop = RequestLoop(handle.address, _labelled(STABLE))
   try:
-    loop.wait_for(1)
+    loop.wait_for_version(1)
     assert cli.main(["promote", base, BINARY, "2", "--label", STABLE]) == 0
-    loop.wait_for(2)
+    loop.wait_for_version(2)
     assert cli.main(["rollback", base, BINARY]) == 0
-    loop.wait_for(1)
+    loop.wait_for_version(1)
   finally:
     loop.stop()
     handle.stop()
