@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= build/demo-data
 DEMO_OUT ?= build/demo
 
-.PHONY: install browser demo test clean
+.PHONY: install browser demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,11 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest tests
+
+# Every benchmark of bench/__init__.py, side by side; rewrites the
+# "Benchmarks of record" part of BENCHMARKS.md. Not part of the tests.
+bench: install
+	$(BIN)/cxr bench all --record
 
 clean:
 	rm -rf build

@@ -13,7 +13,8 @@ setuptools.setup(
     python_requires=">=3.9,<3.11",
     packages=setuptools.find_packages(include=[
         f"{package}{sub}" for package in
-        ("pipeline", "components", "schema", "serving", "kubeflow", "cxr")
+        ("pipeline", "components", "schema", "serving", "kubeflow", "bench",
+         "cxr")
         for sub in ("", ".*")]),
     package_data={"schema": ["*/schema.pbtxt", "image_summary.pbtxt"],
                   "pipeline.report": ["*.css"]},

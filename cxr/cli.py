@@ -13,6 +13,7 @@
   cxr compile --engine vertex|kubeflow --output JOB.json --image IMAGE ...
   cxr submit JOB.json --engine vertex --project P --region R [--labels k=v,...]
   cxr submit JOB.json --engine kubeflow --host URL [--wait]
+  cxr bench NAME|all [--smoke] [--record [FILE]]
 
 Each subcommand is a module of cxr/commands/ (see its __init__).
 """
@@ -23,7 +24,7 @@ import sys
 from typing import List, Optional
 
 COMMANDS = ("synth", "run", "models", "summary", "report", "serve",
-            "predict", "promote", "rollback", "skew", "compile", "submit")
+            "predict", "promote", "rollback", "skew", "compile", "submit", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("schema", "serving", "components", "pipeline", "kubeflow", "cxr")
+PACKAGES = ("schema", "serving", "components", "pipeline", "kubeflow", "bench",
+            "cxr")
 # Top-level packages from the bottom of the house up: each may import only
 # those below it.
 ORDER = {package: level for level, package in enumerate(PACKAGES)}

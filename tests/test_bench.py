@@ -1,0 +1,47 @@
+"""The benchmarks run (at a tiny size, so they don't rot) and `cxr bench`
+reads and records their ratios. Their figures are not tested: speed is
+measured in benchmarks, never asserted in tests."""
+
+import pytest
+
+import bench
+from cxr import cli
+from cxr.commands import bench as bench_command
+
+
+@pytest.mark.parametrize("name", list(bench.BENCHMARKS))
+def test_every_benchmark_runs_and_ends_with_its_ratio(name, capsys):
+  assert cli.main(["bench", name, "--smoke"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert bench_command.ratio_of(lines) is not None, lines[-5:]
+  assert any(l.startswith("target ") for l in lines), lines[-5:]
+  assert any(l.startswith("cores: ") for l in lines), lines[:5]
+
+
+def test_ratio_is_read_from_the_last_line_only():
+  assert bench_command.ratio_of(["ratio: 2", "x: 1", "ratio: 1.5", ""]) == 1.5
+  assert bench_command.ratio_of(["ratio: 2", "done"]) is None
+  assert bench_command.ratio_of([]) is None
+
+
+def test_record_replaces_one_benchmarks_part(tmp_path):
+  path = tmp_path / "BENCHMARKS.md"
+  path.write_text("# Benchmarks\n\nintro\n\n## Older study\n\nkept\n")
+  bench_command.record(str(path), "input", "### `input`\n\nfirst")
+  bench_command.record(str(path), "latency", "### `latency`\n\nother")
+  bench_command.record(str(path), "input", "### `input`\n\nsecond")
+  text = path.read_text()
+  assert text.count(bench_command.SECTION) == 1
+  assert "first" not in text and text.count("second") == 1
+  assert text.index("second") < text.index("other") < text.index(
+      "## Older study")
+  assert text.endswith("## Older study\n\nkept\n")
+
+
+def test_smoke_runs_are_never_recorded(tmp_path, capsys):
+  path = tmp_path / "BENCHMARKS.md"
+  path.write_text("# Benchmarks\n")
+  assert cli.main(["bench", "gradcam", "--smoke", "--record",
+                   str(path)]) == 2
+  assert "never recorded" in capsys.readouterr().err
+  assert path.read_text() == "# Benchmarks\n"
