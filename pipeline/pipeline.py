@@ -1,7 +1,8 @@
 """The chest X-ray TFX pipeline: a pure factory, the same for every runner.
 
 ImageExampleGen -> ImportSchemaGen -> StatisticsGen -> ExampleValidator ->
-DataValidationGate -> Transform, shared; then one Trainer -> (Resolver)
+DataValidationGate -> Transform, shared, with ImageStatisticsGen beside them
+(what the images look like, for `cxr skew`); then one Trainer -> (Resolver)
 Evaluator -> Pusher branch per model, with node ids `<Component>_<model>`.
 
 User code is referred to by module path (`components.trainer.run_fn`), so the
@@ -18,6 +19,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.orchestration import data_types
 
 from components import image_example_gen
+from components import image_statistics
 from components import pusher as pusher_lib
 from components import transform
 from components import validation_gate
@@ -164,6 +166,9 @@ def create_pipeline(
       schema=schema_importer.outputs["schema"])
   gate = validation_gate.DataValidationGate(
       anomalies=example_validator.outputs["anomalies"])
+  image_statistics_gen = image_statistics.ImageStatisticsGen(
+      examples=example_gen.outputs["examples"]).with_id(
+          layout.IMAGE_STATISTICS_GEN)
 
   transform_component = tfx.components.Transform(
       examples=example_gen.outputs["examples"],
@@ -188,7 +193,8 @@ def create_pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
       components=([example_gen, schema_importer, statistics_gen,
-                   example_validator, gate, transform_component]
+                   example_validator, gate, image_statistics_gen,
+                   transform_component]
                   + ([cross_example_gen] if cross_example_gen else [])
                   + branches),
       enable_cache=run.enable_cache,

@@ -1,17 +1,16 @@
 """Training/serving skew of the images: `cxr skew`.
 
-The training side is a run's ingested train split (ImageExampleGen's
-newest examples under OUT/pipeline_root), the serving side a `cxr serve`
-request log (serving/server/request_log.py: images, or the summaries that
-stand in for them). Each image becomes its summary
-(serving/server/image_summary.py), both sides become TFDV statistics, and
-TFDV's skew check compares them under the curated comparators of
-schema/image_summary.pbtxt.
+The training side is the statistics the run's ImageStatisticsGen wrote
+of its train split's image summaries (components/image_statistics.py),
+the serving side a `cxr serve` request log (serving/server/
+request_log.py: images, or the summaries that stand in for them), whose
+images are summarized by the same function (serving/server/
+image_summary.py). TFDV's skew check compares the two statistics under
+the curated comparators of schema/image_summary.pbtxt.
 """
 
 import glob
 import os
-import random
 from typing import Dict, List, Tuple
 
 import pandas as pd
@@ -27,14 +26,14 @@ from serving.server import image_summary
 Rows = List[Dict[str, float]]
 
 
-def training_images(output: str, limit: int, seed: int = 0) -> List[bytes]:
-  """Up to `limit` encoded images of the run's train split, drawn at random
-  (with `seed`) when there are more."""
-  images = [example.features.feature[contract.IMAGE_KEY].bytes_list.value[0]
-            for example in summary.ingested_examples(output, contract.TRAIN)]
-  if len(images) > limit:
-    images = random.Random(seed).sample(images, limit)
-  return images
+def training_statistics(output: str):
+  """TFDV statistics of the image summaries of the run's train split;
+  FileNotFoundError when the run has none."""
+  return summary.image_statistics(output, contract.TRAIN)
+
+
+def example_count(statistics) -> int:
+  return int(statistics.datasets[0].num_examples)
 
 
 def serving_rows(log_dir: str) -> Tuple[Rows, int]:
@@ -62,11 +61,12 @@ def statistics(rows: Rows):
       pd.DataFrame(rows, columns=list(contract.SUMMARY_FEATURES)))
 
 
-def skew_anomalies(training: Rows, serving: Rows) -> Dict[str, str]:
-  """{feature: TFDV's description} of every skew past its comparator."""
+def skew_anomalies(training_statistics, serving: Rows) -> Dict[str, str]:
+  """{feature: TFDV's description} of every skew of the served summaries
+  past its comparator."""
   summary_schema = tfdv.load_schema_text(schema.image_summary_schema_path())
   anomalies = tfdv.validate_statistics(
-      statistics(training), summary_schema,
+      training_statistics, summary_schema,
       serving_statistics=statistics(serving))
   return {name: f"{info.short_description}: {info.description}"
           for name, info in sorted(anomalies.anomaly_info.items())}

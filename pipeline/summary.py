@@ -13,7 +13,9 @@ from google.protobuf import text_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 import tensorflow as tf
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
+from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 
@@ -386,19 +388,41 @@ def evaluated_examples_uri(metadata_path: str,
   return None
 
 
+def _newest_output(output: str, node: str, key: str, what: str) -> str:
+  """The folder of a node's newest output under a run's output folder
+  (outputs are numbered by execution); FileNotFoundError when there is
+  none."""
+  runs = fileio.glob(os.path.join(layout.output_paths(output).pipeline_root,
+                                  node, key, "*"))
+  if not runs:
+    raise FileNotFoundError(f"no {what} under {output}: run "
+                            "`cxr run --output` there first")
+  return max(runs, key=lambda r: int(os.path.basename(r)))
+
+
 def ingested_examples(output: str, split: str) -> Iterator[tf.train.Example]:
   """The tf.Examples of one split of the newest ingest under a run's output
   folder (ImageExampleGen's newest execution); FileNotFoundError when the
   run ingested nothing."""
-  runs = fileio.glob(os.path.join(layout.output_paths(output).pipeline_root,
-                                  layout.EXAMPLE_GEN, "examples", "*"))
-  if not runs:
-    raise FileNotFoundError(f"no ingested examples under {output}: run "
-                            "`cxr run --output` there first")
-  newest = max(runs, key=lambda r: int(os.path.basename(r)))
+  newest = _newest_output(output, layout.EXAMPLE_GEN, "examples",
+                          "ingested examples")
   files = sorted(fileio.glob(os.path.join(newest, f"Split-{split}", "*")))
   for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
     yield tf.train.Example.FromString(record.numpy())
+
+
+def image_statistics(output: str, split: str):
+  """TFDV statistics (DatasetFeatureStatisticsList) of the image summaries
+  of one split, from the newest ImageStatisticsGen under a run's output
+  folder; FileNotFoundError when the run has none."""
+  newest = _newest_output(output, layout.IMAGE_STATISTICS_GEN, "statistics",
+                          "image statistics (ImageStatisticsGen)")
+  path = os.path.join(newest, f"Split-{split}",
+                      stats_artifact_utils.BINARY_PB_BASENAME)
+  if not fileio.exists(path):
+    raise FileNotFoundError(f"no {split} split in the image statistics "
+                            f"{newest}")
+  return tfdv.load_stats_binary(path)
 
 
 def read_history(result: ModelResult) -> Optional[dict]:

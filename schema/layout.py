@@ -53,6 +53,7 @@ def serving_model_name(task: str, model: str) -> str:
 # model has its own branch, `<Component>_<model>`.
 EXAMPLE_GEN = "ImageExampleGen"
 CROSS_EXAMPLE_GEN = "CrossImageExampleGen"  # the --cross-data set
+IMAGE_STATISTICS_GEN = "ImageStatisticsGen"  # summaries of the pixels
 TRAINER = "Trainer"
 RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "Evaluator"

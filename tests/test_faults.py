@@ -37,6 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the export follow.
 EPOCHS = 6
 SHARED = ("ImageExampleGen", "ImportSchemaGen", "StatisticsGen",
+          "ImageStatisticsGen",
           "ExampleValidator", "DataValidationGate")
 TRANSFORM, TRAINER = "Transform", layout.node_id(layout.TRAINER, "cnn")
 EVALUATOR = layout.node_id(layout.EVALUATOR, "cnn")

@@ -18,6 +18,7 @@ IMAGE = "example.com/cxr-tfx-gpu:1.0"
 MODELS = ("cnn", "mobilenet_v2")
 RESOLVER_STEPS = ("-model-resolver", "-model-blessing-resolver")
 BEAM_NODES = ("ImageExampleGen", "CrossImageExampleGen", "StatisticsGen",
+              "ImageStatisticsGen",
               "Transform", "Evaluator_cnn", "CrossEvaluator_cnn")
 
 

@@ -32,7 +32,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK, MODEL = contract.BINARY, contract.CNN
 N_IMAGES = 80  # every split gets patients at seed 7
 CONTAINER_TASKS = {
-    "ImageExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
+    "ImageExampleGen", "ImportSchemaGen", "StatisticsGen",
+    "ImageStatisticsGen", "ExampleValidator",
     "DataValidationGate", "Transform", layout.node_id(layout.TRAINER, MODEL),
     layout.node_id(layout.EVALUATOR, MODEL),
     layout.node_id(layout.PUSHER, MODEL)}

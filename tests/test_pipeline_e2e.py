@@ -39,6 +39,10 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   cnn = result.models["cnn"]
   assert result.image_counts["ingested"] == 300
   assert result.image_counts["quarantined"] == 0
+  # What the images look like, per split, for cxr skew.
+  for split in contract.SPLITS:
+    assert summary.image_statistics(out, split).datasets[0].num_examples == (
+        result.image_counts[split])
   overall = cnn.metrics["Overall"]
   assert overall["example_count"] == result.image_counts["test"]
   assert overall["binary_accuracy"] >= GATES.min_accuracy
@@ -121,7 +125,7 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   assert rerun.run_id != result.run_id
   assert {n for n, s in rerun.states.items() if s == "CACHED"} >= {
       "ImageExampleGen", "ImportSchemaGen", "StatisticsGen",
-      "ExampleValidator", "DataValidationGate", "Transform", "Trainer_cnn"}
+      "ImageStatisticsGen", "ExampleValidator", "DataValidationGate", "Transform", "Trainer_cnn"}
   assert rerun.states["Evaluator_cnn"] == "COMPLETE"
   assert rerun.models["cnn"].blessed
   # The same model is not pushed again: the run records the version that

@@ -3,8 +3,6 @@ like the training images? TFDV's skew check on image summaries."""
 
 import sys
 
-DEFAULT_LIMIT = 2000
-
 
 def register(subparsers) -> None:
   parser = subparsers.add_parser(
@@ -14,30 +12,20 @@ def register(subparsers) -> None:
                       help="a run's output folder (cxr run --output)")
   parser.add_argument("--serving-logs", required=True,
                       help="a cxr serve --log-requests folder")
-  parser.add_argument("--max-training-images", type=int,
-                      default=DEFAULT_LIMIT,
-                      help="train images summarized, drawn at random "
-                      "(default: %(default)s)")
   parser.set_defaults(func=main)
 
 
 def main(args) -> int:
   # pylint: disable=g-import-not-at-top
   from pipeline import skew
-  from serving.server import image_summary
   try:
     serving, missing = skew.serving_rows(args.serving_logs)
-    images = skew.training_images(args.training, args.max_training_images)
+    training = skew.training_statistics(args.training)
   except FileNotFoundError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  training = []
-  for image in images:
-    try:
-      training.append(image_summary.summarize(image))
-    except ValueError:
-      pass  # ingestion decoded every image it kept; nothing to compare
-  print(f"training images: {len(training)}; served images: {len(serving)}"
+  print(f"training images: {skew.example_count(training)}; served images: "
+        f"{len(serving)}"
         + (f" ({missing} logged without image or summary, left out)"
            if missing else ""))
   if not serving:
