@@ -3,15 +3,19 @@ without the images unless asked."""
 
 import glob
 import os
+import threading
+import time
 
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from schema import contract
 from schema.settings import ServeSettings
 from serving import server
 from serving.server import image_summary
+from serving.server import request_log
 from tests.test_server import BINARY, POLL, _push_copy, _request, _stub, png
 # model_base: the test models, exported once per session (conftest.py).
 from tests.test_server import model_base  # noqa: F401  pylint: disable=unused-import
@@ -79,3 +83,35 @@ def test_sampling_and_rotation(base, tmp_path):
   assert len(files) > 1
   record = max(len(log.SerializeToString()) for log in logs) + 16
   assert all(size < 2000 + record for size in sizes)
+
+
+def test_a_slow_writer_never_delays_a_request(tmp_path, monkeypatch):
+  """Requests only queue: while the writer is stuck, record() returns at
+  once, a full queue drops and counts, and close() writes what was
+  queued."""
+  log = request_log.RequestLog(str(tmp_path), 1.0, False, 1 << 30,
+                               queue_size=3)
+  release = threading.Event()
+  written = []
+
+  def stuck_write(data):
+    release.wait(60)
+    written.append(data)
+
+  monkeypatch.setattr(log, "_write", stuck_write)
+  request = _request(images=[png(40, 50)])
+  response = predict_pb2.PredictResponse()
+  response.model_spec.name = BINARY
+  start = time.monotonic()
+  for _ in range(10):
+    log.record(request, response)
+  assert time.monotonic() - start < 5
+  release.set()
+  log.close()
+  # One record with the writer, three queued, the rest dropped (the
+  # writer may not have taken the first before the queue filled).
+  assert log.dropped in (6, 7) and len(written) == 10 - log.dropped
+  logged = prediction_log_pb2.PredictionLog.FromString(written[0])
+  assert image_summary.from_example(logged.predict_log.request.inputs[
+      contract.IMAGES_INPUT].string_val[0]) == image_summary.summarize(
+          png(40, 50))

@@ -15,9 +15,17 @@ contrast, as a serialized tf.Example) before the record is written, and an
 example input's values by empty strings; the shape and everything else
 stay. A log then holds the decisions, their probabilities and what
 `cxr skew` compares with training, not the X-rays.
+
+A request thread only samples and queues; one writer thread summarizes
+and writes, so neither the summaries' decoding nor a slow disk delays an
+answer. When the queue is full (the writer fell behind), the record is
+dropped and counted, with a warning, rather than making requests wait.
+Each written record is flushed; records still queued when the process is
+killed are lost.
 """
 
 import os
+import queue
 import random
 import threading
 import time
@@ -34,6 +42,9 @@ from serving.server import image_summary
 IMAGE_INPUTS = (contract.IMAGES_INPUT, contract.EXAMPLES_INPUT)
 # TFRecord framing per record: length, its CRC, the data's CRC.
 _FRAME_BYTES = 16
+# Sampled requests waiting for the writer; a full queue drops the newest.
+QUEUE_SIZE = 256
+_STOP = object()
 
 
 def _summary_or_empty(image: bytes) -> bytes:
@@ -63,19 +74,43 @@ class RequestLog:
   """Writes sampled PredictionLogs; safe to call from every request thread."""
 
   def __init__(self, folder: str, sample: float, keep_images: bool,
-               max_file_bytes: int):
+               max_file_bytes: int, queue_size: int = QUEUE_SIZE):
     self.folder, self.sample = folder, sample
     self.keep_images, self.max_file_bytes = keep_images, max_file_bytes
+    self.dropped = 0  # sampled but not logged: the queue was full
     self._lock = threading.Lock()
     self._writer, self._written, self._files = None, 0, 0
     self._start = time.strftime("%Y%m%d-%H%M%S")
     tf.io.gfile.makedirs(folder)
+    self._queue = queue.Queue(maxsize=queue_size)
+    self._thread = threading.Thread(target=self._drain, name="request-log",
+                                    daemon=True)
+    self._thread.start()
 
   def record(self, request, response) -> None:
-    """Logs one answered Predict, if sampled; a failure to log is logged,
-    never the request's failure."""
+    """Queues one answered Predict for the log, if sampled; never blocks
+    and never fails the request."""
     if self.sample <= 0 or random.random() >= self.sample:
       return
+    try:
+      self._queue.put_nowait((request, response))
+    except queue.Full:
+      with self._lock:
+        self.dropped += 1
+        dropped = self.dropped
+      if dropped == 1 or dropped % 1000 == 0:
+        logging.warning("request log in %s: the writer fell behind; %d "
+                        "sampled requests dropped so far", self.folder,
+                        dropped)
+
+  def _drain(self) -> None:
+    while True:
+      item = self._queue.get()
+      if item is _STOP:
+        return
+      self._log(*item)
+
+  def _log(self, request, response) -> None:
     try:
       log = prediction_log_pb2.PredictionLog()
       log.log_metadata.model_spec.CopyFrom(response.model_spec)
@@ -104,6 +139,13 @@ class RequestLog:
         self._writer = None
 
   def close(self) -> None:
+    """Writes what is queued, then closes the file."""
+    self._queue.put(_STOP)
+    self._thread.join()
+    if self.dropped:
+      logging.warning("request log in %s: %d sampled requests were dropped "
+                      "because the writer fell behind", self.folder,
+                      self.dropped)
     with self._lock:
       if self._writer is not None:
         self._writer.close()
