@@ -64,6 +64,19 @@ def augment_images(images: tf.Tensor, seed=None) -> tf.Tensor:
   shape = tf.shape(images)
   height, width = images.shape[1], images.shape[2]
   transforms = random_affine(shape[0], height, width, seed)
-  return tf.raw_ops.ImageProjectiveTransformV3(
-      images=images, transforms=transforms, output_shape=shape[1:3],
-      fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+
+  def resample(x):
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=transforms, output_shape=shape[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+
+  if images.shape[-1] != 3:
+    return resample(images)
+  # X-rays decode as one gray channel copied three times. The resampling
+  # treats each channel alone, so resampling one and copying it gives the
+  # same pixels at a third of the cost; a batch holding any colour image
+  # is resampled whole.
+  gray = images[..., :1]
+  return tf.cond(tf.reduce_all(tf.equal(images, gray)),
+                 lambda: tf.tile(resample(gray), [1, 1, 1, 3]),
+                 lambda: resample(images))

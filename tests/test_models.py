@@ -66,6 +66,29 @@ def test_seeded_augmentation_depends_on_the_seed_only():
   assert not np.array_equal(first, other)
 
 
+def test_gray_batches_are_resampled_once_with_the_same_pixels():
+  rng = np.random.default_rng(2)
+  gray = rng.uniform(0, 255, (4, 48, 40, 1)).astype(np.float32)
+  colour = rng.uniform(0, 255, (4, 48, 40, 3)).astype(np.float32)
+  seed = tf.constant([5, 6])
+  transforms = augment.random_affine(4, 48, 40, seed)
+
+  def whole(images):  # every channel resampled, as before the shortcut
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=[48, 40],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+
+  three = np.repeat(gray, 3, axis=-1)
+  np.testing.assert_array_equal(augment.augment_images(three, seed),
+                                whole(three))
+  np.testing.assert_array_equal(augment.augment_images(colour, seed),
+                                whole(colour))
+  # One colour image among gray ones: the whole batch keeps its colours.
+  mixed = np.concatenate([three[:3], colour[:1]])
+  np.testing.assert_array_equal(augment.augment_images(mixed, seed),
+                                whole(mixed))
+
+
 def test_augmentation_matrix_is_identity_at_zero_ranges(monkeypatch):
   for name in ("ROTATION_DEG", "SHIFT", "SHEAR_DEG", "ZOOM"):
     monkeypatch.setattr(augment, name, 0.0)
