@@ -496,14 +496,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls,
     if wanted is not None and field.name not in wanted:
       continue
     meta, hint = field.metadata, _plain(hints[field.name])
-    help_text = meta["help"]
+    # argparse formats help with %: a literal one ("95%") must be doubled.
+    help_text = meta["help"].replace("%", "%%")
     if hint is bool:
       parser.add_argument(_flag(field), dest=field.name,
                           action="store_false" if field.default
                           else "store_true", help=help_text)
       continue
     if field.default not in (None, ""):
-      help_text += f" (default: {(meta['show'] or str)(field.default)})"
+      shown = (meta['show'] or str)(field.default).replace("%", "%%")
+      help_text += f" (default: {shown})"
     parser.add_argument(_flag(field), dest=field.name,
                         type=(_argument_type(meta["parse"]) if meta["parse"]
                               else hint), choices=meta["choices"],

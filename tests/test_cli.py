@@ -52,3 +52,11 @@ def test_unknown_or_repeated_models_are_refused(capsys):
                 "--models", models])
     assert raised.value.code == 2
     assert "expected distinct names from cnn,cnn_aug" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", cli.COMMANDS)
+def test_every_command_prints_its_help(command, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main([command, "--help"])
+  assert exit_.value.code == 0
+  assert capsys.readouterr().out.startswith(f"usage: cxr {command}")
