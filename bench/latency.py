@@ -60,29 +60,30 @@ def main(argv=None) -> int:
   settings = ServeSettings()
   limits = tensors.RequestLimits(settings.max_batch,
                                  settings.max_input_bytes)
-  signature = served.in_process(base)[contract.SERVING_DEFAULT]
-  servable = repository.Servable(served.MODEL, 1, served.version_dir(base))
-  servable.warm_up(limits)
   requests = [served.request([image]) for image in images]
-  process, address = served.start(base, work, "server")
   try:
-    stub = served.stub(address)
-    calls = {
-        IN_PROCESS: lambda i: signature([images[i]]),
-        SERVED: lambda i: stub.Predict(requests[i], timeout=served.TIMEOUT),
-        SERVABLE: lambda i: servable.predict(requests[i], limits),
-    }
-    for call in calls.values():
-      for i in range(warm):
-        call(i % len(images))
-    latencies = {name: [] for name in calls}
-    for round_ in range(rounds):
-      for name in served.order(list(calls), round_):
-        latencies[name].append([
-            served.milliseconds(lambda: calls[name](i))  # pylint: disable=cell-var-from-loop
-            for i in range(len(images))])
+    with served.Servers(base, work, {"server": ()}) as servers:
+      signature = served.in_process(base)[contract.SERVING_DEFAULT]
+      servable = repository.Servable(served.MODEL, 1,
+                                     served.version_dir(base))
+      servable.warm_up(limits)
+      stub = served.stub(servers.address("server"))
+      calls = {
+          IN_PROCESS: lambda i: signature([images[i]]),
+          SERVED: lambda i: stub.Predict(requests[i],
+                                         timeout=served.TIMEOUT),
+          SERVABLE: lambda i: servable.predict(requests[i], limits),
+      }
+      for call in calls.values():
+        for i in range(warm):
+          call(i % len(images))
+      latencies = {name: [] for name in calls}
+      for round_ in range(rounds):
+        for name in served.order(list(calls), round_):
+          latencies[name].append([
+              served.milliseconds(lambda: calls[name](i))  # pylint: disable=cell-var-from-loop
+              for i in range(len(images))])
   finally:
-    served.stop(process)
     shutil.rmtree(work, ignore_errors=True)
   rows = served.latency_rows(latencies)
   harness.table(["contender", "p50 ms", "p99 ms", "requests"], rows)

@@ -10,6 +10,7 @@ the architecture and input size do.
 """
 
 import argparse
+import concurrent.futures
 import os
 import shutil
 import statistics
@@ -70,21 +71,44 @@ def version_dir(base: str) -> str:
   return os.path.join(base, MODEL, "1")
 
 
-def start(base: str, work: str, name: str, *extra: str):
-  """`cxr serve` over base (fuzz_server.start_subprocess): (process,
-  address) once it answers, i.e. after it has loaded and warmed up."""
-  process, target = fuzz_server.start_subprocess(
-      base, os.path.join(work, f"{name}.log"), *extra)
-  return process, target.address
+class Servers:
+  """`cxr serve` subprocesses over one model base (fuzz_server.
+  start_subprocess), started in the background at once, so that they load
+  and warm up while the caller does its own; address(name) waits until
+  that one answers. A context manager: on exit every server is stopped.
 
+  servers: {name: extra `cxr serve` arguments}.
+  """
 
-stop = fuzz_server.stop_server
+  def __init__(self, base: str, work: str, servers: Dict[str, Sequence[str]]):
+    self._pool = concurrent.futures.ThreadPoolExecutor(max(1, len(servers)))
+    self._started = {
+        name: self._pool.submit(fuzz_server.start_subprocess, base,
+                                os.path.join(work, f"{name}.log"), *extra)
+        for name, extra in servers.items()}
+
+  def address(self, name: str) -> str:
+    return self._started[name].result()[1].address
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *_):
+    for started in self._started.values():
+      try:
+        process, _ = started.result()
+      except Exception:  # pylint: disable=broad-except
+        continue  # it never answered: start_subprocess ended it or raised
+      fuzz_server.stop_server(process)
+    self._pool.shutdown()
 
 
 def stub(address: str) -> prediction_service_pb2_grpc.PredictionServiceStub:
-  """A stub on a channel of its own (one per client thread)."""
-  return prediction_service_pb2_grpc.PredictionServiceStub(
-      grpc.insecure_channel(address))
+  """A stub on a channel of its own (one per client thread), connected,
+  so that no timed call pays for the connection."""
+  channel = grpc.insecure_channel(address)
+  grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+  return prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
 def request(images: Sequence[bytes],
