@@ -15,12 +15,13 @@ The model is the thesis CNN at 224 px, untrained (weights do not change
 the speed), or a pushed one with --model-dir (bench/served.py). The server
 replays the export's warm-up file (gradcam included) before it answers;
 every contender also answers a few requests before the timing. Each round
-times --requests requests of each contender, the first one changing from
-round to round. p50 is the median of the rounds' medians, p99 is over all
-requests. The ratio is served serving_default p50 / served gradcam p50
-(target >= 1/3: Grad-CAM at most 3x a prediction).
+times --requests requests of each contender (the next ones of 40 images,
+cycling), the first one changing from round to round. p50 is the median
+of the rounds' medians, p99 is over all requests. The ratio is served
+serving_default p50 / served gradcam p50 (target >= 1/3: Grad-CAM at
+most 3x a prediction).
 
-  cxr bench gradcam [-- --requests 20 --rounds 5 --model-dir DIR]
+  cxr bench gradcam [-- --requests 10 --rounds 10 --model-dir DIR]
 """
 
 import shutil
@@ -37,15 +38,15 @@ SIGNATURES = (contract.SERVING_DEFAULT, contract.GRADCAM)
 def main(argv=None) -> int:
   parser = served.add_arguments(harness.parser(__doc__))
   parser.add_argument("--requests", type=int,
-                      help="requests per contender and round (default 20)")
+                      help="requests per contender and round (default 10)")
   args = parser.parse_args(argv)
   harness.print_machine()
-  rounds = args.rounds or (1 if args.smoke else 5)
-  per_round = args.requests or (3 if args.smoke else 20)
+  rounds = args.rounds or (1 if args.smoke else 10)
+  per_round = args.requests or (3 if args.smoke else 10)
   warm = 2 if args.smoke else 3
   work = tempfile.mkdtemp(prefix="bench-gradcam-")
   base = served.model_base(args, work)
-  images = served.jpegs(per_round)
+  images = served.jpegs(per_round if args.smoke else 40)
   print(f"sizes: batch 1, {rounds} rounds x {per_round} requests per "
         f"contender, {len(images)} real JPEGs ({served.REAL_IMAGES}), "
         f"{warm} warm-up requests each\n")
@@ -62,15 +63,8 @@ def main(argv=None) -> int:
                                               timeout=served.TIMEOUT))
         calls[("in process", name)] = (
             lambda i, name=name: functions[name]([images[i]]))
-      for call in calls.values():
-        for i in range(warm):
-          call(i % len(images))
-      latencies = {key: [] for key in calls}
-      for round_ in range(rounds):
-        for key in served.order(list(calls), round_):
-          latencies[key].append([
-              served.milliseconds(lambda: calls[key](i))  # pylint: disable=cell-var-from-loop
-              for i in range(len(images))])
+      latencies = served.time_rounds(calls, len(images), rounds, per_round,
+                                     warm)
   finally:
     shutil.rmtree(work, ignore_errors=True)
   rows = served.latency_rows(

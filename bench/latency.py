@@ -16,12 +16,13 @@ The model is the thesis CNN at 224 px, untrained (weights do not change
 the speed), or a pushed one with --model-dir (bench/served.py). The server
 replays the export's warm-up file before it answers; every contender also
 answers a few requests before the timing. Each round times --requests
-requests of each contender, one contender after the other, the first one
-changing from round to round. p50 is the median of the rounds' medians,
-p99 is over all requests. The ratio is in-process p50 / served p50
+requests of each contender (the next ones of 40 images, cycling), one
+contender after the other, the first one changing from round to round;
+short rounds interleave the contenders finely. p50 is the median of the
+rounds' medians, p99 is over all requests. The ratio is in-process p50 / served p50
 (target >= 0.8: served p50 at most 1.25x in process).
 
-  cxr bench latency [-- --requests 40 --rounds 5 --model-dir DIR]
+  cxr bench latency [-- --requests 10 --rounds 20 --model-dir DIR]
 """
 
 import shutil
@@ -40,15 +41,15 @@ SERVABLE = "in process, server code (Servable.predict)"
 def main(argv=None) -> int:
   parser = served.add_arguments(harness.parser(__doc__))
   parser.add_argument("--requests", type=int,
-                      help="requests per contender and round (default 40)")
+                      help="requests per contender and round (default 10)")
   args = parser.parse_args(argv)
   harness.print_machine()
-  rounds = args.rounds or (1 if args.smoke else 5)
-  per_round = args.requests or (5 if args.smoke else 40)
+  rounds = args.rounds or (1 if args.smoke else 20)
+  per_round = args.requests or (5 if args.smoke else 10)
   warm = 2 if args.smoke else 5
   work = tempfile.mkdtemp(prefix="bench-latency-")
   base = served.model_base(args, work)
-  images = served.jpegs(per_round)
+  images = served.jpegs(per_round if args.smoke else 40)
   print(f"sizes: batch 1, {rounds} rounds x {per_round} requests per "
         f"contender, {len(images)} real JPEGs ({served.REAL_IMAGES}), "
         f"{warm} warm-up requests each\n")
@@ -74,15 +75,8 @@ def main(argv=None) -> int:
                                          timeout=served.TIMEOUT),
           SERVABLE: lambda i: servable.predict(requests[i], limits),
       }
-      for call in calls.values():
-        for i in range(warm):
-          call(i % len(images))
-      latencies = {name: [] for name in calls}
-      for round_ in range(rounds):
-        for name in served.order(list(calls), round_):
-          latencies[name].append([
-              served.milliseconds(lambda: calls[name](i))  # pylint: disable=cell-var-from-loop
-              for i in range(len(images))])
+      latencies = served.time_rounds(calls, len(images), rounds, per_round,
+                                     warm)
   finally:
     shutil.rmtree(work, ignore_errors=True)
   rows = served.latency_rows(latencies)

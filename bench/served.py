@@ -15,7 +15,7 @@ import os
 import shutil
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Hashable, List, Sequence
 
 # The project first: schema/__init__.py selects Keras 2 before TensorFlow.
 import schema  # noqa: F401  pylint: disable=unused-import,g-bad-import-order
@@ -163,6 +163,29 @@ def order(contenders: Sequence, round_: int) -> List:
   the machine as the previous one left it."""
   shift = round_ % len(contenders)
   return list(contenders[shift:]) + list(contenders[:shift])
+
+
+def time_rounds(calls: Dict[Hashable, Callable[[int], object]],
+                images: int, rounds: int, per_round: int,
+                warm: int) -> Dict[Hashable, List[List[float]]]:
+  """{contender: [[ms of each request] per round]} of calls (each called
+  with an image's index): warm requests each first, untimed; then in every
+  round each contender, the first one in turn, answers per_round requests,
+  the round's images (the next per_round of `images`, cycling) for all.
+  Short rounds interleave the contenders finely, so that a change in the
+  machine's load falls on all of them alike."""
+  for call in calls.values():
+    for i in range(warm):
+      call(i % images)
+  latencies = {key: [] for key in calls}
+  for round_ in range(rounds):
+    indices = [(round_ * per_round + j) % images for j in range(per_round)]
+    for key in order(list(calls), round_):
+      call = calls[key]
+      latencies[key].append([
+          milliseconds(lambda: call(i))  # pylint: disable=cell-var-from-loop
+          for i in indices])
+  return latencies
 
 
 def latency_rows(latencies: Dict[str, List[List[float]]]) -> List[list]:

@@ -21,7 +21,7 @@ times every contender over all --images images, the first contender
 changing from round to round; images/s is the median over rounds. The
 ratio is served (shipped defaults) / in process (target >= 0.8).
 
-  cxr bench throughput [-- --images 160 --clients 8 --rounds 5]
+  cxr bench throughput [-- --images 64 --clients 8 --rounds 10]
 """
 
 import os
@@ -80,15 +80,15 @@ def _batches(signature, images, batch: int) -> float:
 def main(argv=None) -> int:
   parser = served.add_arguments(harness.parser(__doc__))
   parser.add_argument("--images", type=int,
-                      help="images per contender and round (default 160)")
+                      help="images per contender and round (default 64)")
   parser.add_argument("--clients", type=int, default=8)
   parser.add_argument("--batch", type=int,
                       help="in-process batch size (default 32)")
   args = parser.parse_args(argv)
   harness.print_machine()
-  rounds = args.rounds or (1 if args.smoke else 5)
+  rounds = args.rounds or (1 if args.smoke else 10)
   batch = args.batch or (8 if args.smoke else 32)
-  images = served.jpegs(args.images or (16 if args.smoke else 160))
+  images = served.jpegs(args.images or (16 if args.smoke else 64))
   work = tempfile.mkdtemp(prefix="bench-throughput-")
   base = served.model_base(args, work)
   print(f"sizes: {len(images)} real JPEGs ({served.REAL_IMAGES}) per "
