@@ -45,11 +45,11 @@ BATCHED = (f"cxr serve --batching-parameters-file {BATCHING_FILE}, "
            "{clients} clients")
 
 
-def _clients(address: str, requests, clients: int) -> float:
-  """Seconds for `clients` threads, each on its own channel, to send all
-  requests (request i by client i % clients), one at a time each."""
-  stubs = [served.stub(address) for _ in range(clients)]
-  errors = []
+def _clients(stubs, requests) -> float:
+  """Seconds for one thread per stub (each stub on its own channel) to
+  send all requests (request i by client i % clients), one at a time
+  each."""
+  clients, errors = len(stubs), []
   def client(k):
     for request in requests[k::clients]:
       try:
@@ -109,8 +109,9 @@ def main(argv=None) -> int:
       # Each run times its contender over the first n images.
       runs = {"in": lambda n: _batches(signature, images[:n], batch)}
       for key in started:
-        runs[key] = (lambda n, address=servers.address(key): _clients(
-            address, requests[:n], args.clients))
+        stubs = [served.stub(servers.address(key))
+                 for _ in range(args.clients)]
+        runs[key] = lambda n, stubs=stubs: _clients(stubs, requests[:n])
       for run in runs.values():
         run(batch)  # warm-up, untimed
       rates = {key: [] for key in runs}
