@@ -90,6 +90,9 @@ class Servers:
   def address(self, name: str) -> str:
     return self._started[name].result()[1].address
 
+  def pid(self, name: str) -> int:
+    return self._started[name].result()[0].pid
+
   def __enter__(self):
     return self
 
@@ -101,6 +104,14 @@ class Servers:
         continue  # it never answered: start_subprocess ended it or raised
       fuzz_server.stop_server(process)
     self._pool.shutdown()
+
+
+def cpu_seconds(pid: int) -> float:
+  """CPU time (user and system, all threads) a process has used so far,
+  from /proc/<pid>/stat (Linux, as fuzz_server reads its memory)."""
+  with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stub(address: str) -> prediction_service_pb2_grpc.PredictionServiceStub:

@@ -19,7 +19,11 @@ servers replay the export's warm-up file before they answer; every
 contender also does one untimed pass over --batch images. Each round
 times every contender over all --images images, the first contender
 changing from round to round; images/s is the median over rounds. The
-ratio is served (shipped defaults) / in process (target >= 0.8).
+CPU time per image (of the process doing the work: this one in process,
+the server when served) and the cores it kept busy tell a contender that
+costs more per image from one that used fewer cores while other programs
+took the rest. The ratio is served (shipped defaults) / in process
+(target >= 0.8).
 
   cxr bench throughput [-- --images 64 --clients 8 --rounds 10]
 """
@@ -106,26 +110,37 @@ def main(argv=None) -> int:
                                                   "batched": batching}
     with served.Servers(base, work, started) as servers:
       signature = served.in_process(base)[contract.SERVING_DEFAULT]
-      # Each run times its contender over the first n images.
+      # Each run times its contender over the first n images; the CPU
+      # time is that of the process doing the work (this one, or the
+      # server: its clients' own share is not counted).
       runs = {"in": lambda n: _batches(signature, images[:n], batch)}
+      pids = {"in": os.getpid()}
       for key in started:
         stubs = [served.stub(servers.address(key))
                  for _ in range(args.clients)]
         runs[key] = lambda n, stubs=stubs: _clients(stubs, requests[:n])
+        pids[key] = servers.pid(key)
       for run in runs.values():
         run(batch)  # warm-up, untimed
-      rates = {key: [] for key in runs}
+      rates, cpu = {key: [] for key in runs}, {key: [] for key in runs}
       for round_ in range(rounds):
         for key in served.order(list(runs), round_):
-          rates[key].append(len(images) / runs[key](len(images)))
+          before = served.cpu_seconds(pids[key])
+          seconds = runs[key](len(images))
+          rates[key].append(len(images) / seconds)
+          cpu[key].append(served.cpu_seconds(pids[key]) - before)
   finally:
     shutil.rmtree(work, ignore_errors=True)
   medians = {key: statistics.median(r) for key, r in rates.items()}
   harness.table(
-      ["contender", "images/s (median)", "rounds (images/s)",
-       "/ in process"],
-      [[names[key], medians[key], " ".join(f"{r:.1f}" for r in rates[key]),
-        medians[key] / medians["in"]] for key in runs])
+      ["contender", "images/s (median)", "/ in process",
+       "CPU ms per image (median)", "cores busy (median)",
+       "rounds (images/s)"],
+      [[names[key], medians[key], medians[key] / medians["in"],
+        statistics.median(c * 1000 / len(images) for c in cpu[key]),
+        statistics.median(c * r / len(images)
+                          for c, r in zip(cpu[key], rates[key])),
+        " ".join(f"{r:.1f}" for r in rates[key])] for key in runs])
   print("ratio of the shipped defaults (`cxr serve`, no batching file); "
         + (f"with {BATCHING_FILE}: {medians['batched'] / medians['in']:.3g}"
            if "batched" in medians else "--smoke: no batching-file server"))
