@@ -56,9 +56,9 @@ _AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
 _transform_outputs = {}
 
 
-def transform_output() -> tft.TFTransformOutput:
-  """A real Transform graph at SIZE px, built once per process."""
-  if "graph" not in _transform_outputs:
+def transform_output(image_size: int = SIZE) -> tft.TFTransformOutput:
+  """A real Transform graph at image_size px, built once per process."""
+  if image_size not in _transform_outputs:
     root = tempfile.mkdtemp(prefix="tft-")
     atexit.register(shutil.rmtree, root, True)
     metadata = dataset_metadata.DatasetMetadata(
@@ -69,16 +69,18 @@ def transform_output() -> tft.TFTransformOutput:
       transform_fn = (([{"image": [png(20, 30)], "label": [0]}], metadata)
                       | tft_beam.AnalyzeDataset(
                           lambda inputs: transform.preprocessing_fn(
-                              inputs, {"image_size": SIZE})))
+                              inputs, {"image_size": image_size})))
       _ = transform_fn | tft_beam.WriteTransformFn(os.path.join(root, "graph"))
-    _transform_outputs["graph"] = tft.TFTransformOutput(
+    _transform_outputs[image_size] = tft.TFTransformOutput(
         os.path.join(root, "graph"))
-  return _transform_outputs["graph"]
+  return _transform_outputs[image_size]
 
 
 def export_test_model(base_dir: str, name: str, version: int,
-                      task: str = "binary") -> str:
-  """Exports an untrained thesis CNN to base_dir/name/version; its path.
+                      task: str = "binary", image_size: int = SIZE,
+                      model: str = "cnn") -> str:
+  """Exports an untrained model of the zoo (the thesis CNN by default, at
+  SIZE px) to base_dir/name/version; its path.
 
   Through a real Transform graph and serving.signatures, like the Trainer;
   written aside and renamed into place, like the Pusher.
@@ -86,8 +88,9 @@ def export_test_model(base_dir: str, name: str, version: int,
   model_dir = os.path.join(base_dir, name)
   os.makedirs(model_dir, exist_ok=True)
   staging = os.path.join(model_dir, f".staging-{version}")
-  signatures.export_serving_model(models.build_model("cnn", task, SIZE),
-                                  transform_output(), staging, task, SIZE)
+  signatures.export_serving_model(
+      models.build_model(model, task, image_size),
+      transform_output(image_size), staging, task, image_size)
   os.rename(staging, os.path.join(model_dir, str(version)))
   return os.path.join(model_dir, str(version))
 
