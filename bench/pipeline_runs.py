@@ -38,6 +38,17 @@ FOLDERS = ("train/NORMAL", "train/PNEUMONIA", "test/NORMAL", "test/PNEUMONIA")
 SAMPLE_SECONDS = 0.05  # how often the child's process tree is measured
 
 
+def _binary_paths(seed: int) -> Dict[str, List[str]]:
+  """Every image of the binary data set by folder, in a seeded order."""
+  return {f: harness.real_images(f"chest_xray/{f}/*.jpeg", 10**9, seed)
+          for f in FOLDERS}
+
+
+def binary_size() -> int:
+  """Images in the shared binary data set."""
+  return sum(len(p) for p in _binary_paths(0).values())
+
+
 def binary_folder(dst: str, n: int, seed: int = 0) -> str:
   """Hard-links n real JPEGs of chest_xray into dst in the binary layout, each
   folder getting its share of n (largest remainder, at least 2 each);
