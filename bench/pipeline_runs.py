@@ -103,6 +103,8 @@ class ChildResult:
   peak_bytes: int  # peak of the sampled RSS sum over its process tree
   max_processes: int  # most processes in its tree at one sample
   maxrss_bytes: int  # the kernel's peak RSS of its largest single process
+  # User + system CPU seconds of the child and the processes it waited for.
+  cpu_seconds: float = 0.0
 
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
@@ -189,7 +191,8 @@ def run_child(data: str, out: str, settings: Settings, log_path: str,
     sys.exit(f"error: pipeline run {' '.join(command)} exited "
              f"{child.returncode}; the end of {log_path}:\n{tail}")
   maxrss = usage.ru_maxrss * 1024  # KiB on Linux
-  return ChildResult(seconds, max(peak[0], maxrss), most[0], maxrss)
+  return ChildResult(seconds, max(peak[0], maxrss), most[0], maxrss,
+                     usage.ru_utime + usage.ru_stime)
 
 
 def node_seconds(out: str) -> Dict[str, float]:
