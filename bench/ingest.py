@@ -1,65 +1,239 @@
-"""Ingestion throughput on the real data: Beam in-memory vs multi-processing.
+"""Ingestion into TFRecords, images/s: the ImageExampleGen component (its
+best Beam DirectRunner mode) vs a plain single-process loop doing the same
+checks.
 
-  .venv/bin/python bench/ingest.py [DATA_DIR ...]
+Contenders, on the same real chest X-rays (by default every image of the
+shared binary data set, linked into a temporary folder in the Kaggle binary
+layout by bench/pipeline_runs.py; or the data set folders given), task
+binary unless --task:
 
-Runs the ImageExampleGen executor on each data set with both DirectRunner
-modes, side by side in one process, and prints a Markdown table for
-BENCHMARKS.md. Default data: ../shared/data/chest_xray and
-../shared/data/chest_xray_multiclass.
+* the component: components/image_example_gen.py's Executor, run in this
+  process as the pipeline runs it, with Beam's DirectRunner in_memory (one
+  worker, the pipeline's default), multi_processing with one worker per
+  core, multi_processing with one worker (the scaling of that mode with
+  cores), and multi_threading with one worker thread per core (a mode the
+  pipeline does not offer; measured to see whether threads would do);
+* the plain loop: the launcher-side listing and split carving
+  (image_layouts.list_images, carve_splits), then for every file the
+  component's own per-file step (its _ReadAndCheck DoFn called directly:
+  the regular-file check, the read, check_image with Pillow and
+  TensorFlow's decoder, the 16-bit PNG depth, the tf.Example), written to
+  one GZIP TFRecord file per split with tf.io.TFRecordWriter, and the
+  quarantined files to a CSV.
+
+Each contender runs once per round, the order rotating between rounds;
+the table gives each one's median seconds and images/s (files seen per
+second, start to finish, the multi-processing workers' start-up included;
+apart, the seconds of the executor's construction, see `component`).
+All must ingest and quarantine the same numbers of files. The ratio is the
+component's best mode among those the pipeline offers (in_memory,
+multi_processing) over the loop, in images/s (target >= 1.0).
+
+  cxr bench ingest [--images N] [--rounds 3] [--task binary] [DATA_DIR ...]
+
+(Before the benchmark contract this was `.venv/bin/python bench/ingest.py
+[DATA_DIR ...]`, the two Beam modes only; that command still runs it.)
+
+--smoke: 32 images, one round, the loop and in_memory only.
 """
 
+import collections
+import csv
 import json
 import os
 import sys
 import tempfile
 import time
-
-# The project first: schema/__init__.py selects Keras 2 before TensorFlow.
-from components import image_example_gen  # pylint: disable=g-bad-import-order
-from schema import layout
-from schema import settings
-from tfx.types import standard_artifacts  # pylint: disable=g-bad-import-order
+from typing import Dict, List, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA = [os.path.join(REPO, "..", "shared", "data", name)
-                for name in ("chest_xray", "chest_xray_multiclass")]
-MODES = {
-    "in_memory": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
-    "multi_processing": ["--direct_running_mode=multi_processing",
-                         "--direct_num_workers=0"],
-}
+if REPO not in sys.path:  # run as a script: bench/ingest.py
+  sys.path.insert(0, REPO)
+
+# pylint: disable=g-import-not-at-top,g-bad-import-order,wrong-import-position
+from bench import harness
+from bench import pipeline_runs
+# The project first: schema/__init__.py selects Keras 2 before TensorFlow.
+from components import image_example_gen
+from components import image_layouts
+from schema import contract
+from schema import layout
+from schema import settings
+import tensorflow as tf
+from tfx.types import standard_artifacts
+
+LOOP = "plain loop"
+IN_MEMORY = "component, in_memory"
 
 
-def ingest(data_dir: str, beam_args, out_dir: str):
+def beam_modes(smoke: bool) -> Dict[str, List[str]]:
+  """The component's DirectRunner modes: name -> Beam arguments. The smoke
+  run takes in_memory only: the others start worker processes or threads
+  the same code path does not need to prove, and cost it minutes."""
+  cores = len(os.sched_getaffinity(0))
+  modes = {IN_MEMORY: ["--direct_running_mode=in_memory",
+                       "--direct_num_workers=1"]}
+  if smoke:
+    return modes
+  modes[f"component, multi_processing x{cores}"] = [
+      "--direct_running_mode=multi_processing",
+      f"--direct_num_workers={cores}"]
+  if cores > 1:
+    modes["component, multi_processing x1"] = [
+        "--direct_running_mode=multi_processing", "--direct_num_workers=1"]
+  # Not a pipeline setting (schema/settings.py's BEAM_MODES): worker threads
+  # in this process, for the decoders that release the GIL.
+  modes[f"component, multi_threading x{cores}"] = [
+      "--direct_running_mode=multi_threading",
+      f"--direct_num_workers={cores}"]
+  return modes
+
+
+def component(input_base: str, task: str, beam_args: List[str],
+              out: str) -> Tuple[float, Dict[str, int]]:
+  """Runs the ImageExampleGen executor; (seconds of its construction, its
+  image counts). TFX's Beam executors package TFX itself (an sdist built
+  in a subprocess) when constructed with Beam arguments that name no
+  dependencies, as the pipeline's do: the pipeline pays that on every run,
+  so it is timed here too, and shown apart."""
   examples = standard_artifacts.Examples()
-  examples.uri = os.path.join(out_dir, "examples")
+  examples.uri = os.path.join(out, "examples")
   quarantine = image_example_gen.ImageQuarantine()
-  quarantine.uri = os.path.join(out_dir, "quarantine")
-  executor = image_example_gen.Executor(image_example_gen.Executor.Context(
-      beam_pipeline_args=beam_args, tmp_dir=os.path.join(out_dir, "tmp")))
+  quarantine.uri = os.path.join(out, "quarantine")
   start = time.perf_counter()
+  executor = image_example_gen.Executor(image_example_gen.Executor.Context(
+      beam_pipeline_args=beam_args, tmp_dir=os.path.join(out, "tmp")))
+  setup = time.perf_counter() - start
   executor.Do({}, {"examples": [examples], "quarantine": [quarantine]},
-              {"input_base": data_dir, "task": "multiclass", "source": "",
+              {"input_base": input_base, "task": task, "source": "",
                "eval_percent": settings.RunSettings().eval_percent,
                "split_salt": image_example_gen.DEFAULT_SPLIT_SALT,
                "input_fingerprint": ""})
-  seconds = time.perf_counter() - start
   counts = json.loads(examples.get_string_custom_property(
       layout.COUNTS_PROPERTY))
-  return seconds, counts
+  return setup, {k: counts[k] for k in ("seen", "ingested", "quarantined")}
 
 
-def main(data_dirs):
-  print("| data set | Beam mode | images seen | seconds | images/s |")
-  print("|---|---|---|---|---|")
-  for data_dir in data_dirs:
-    for mode, args in MODES.items():
-      with tempfile.TemporaryDirectory() as out:
-        seconds, counts = ingest(os.path.abspath(data_dir), args, out)
-      seen = counts["seen"]
-      print(f"| {os.path.basename(os.path.normpath(data_dir))} | {mode} | "
-            f"{seen} | {seconds:.1f} | {seen / seconds:.0f} |", flush=True)
+def plain_loop(input_base: str, task: str, out: str) -> Dict[str, int]:
+  """The same listing, carving and per-file checks in one process, one
+  file after another; its image counts."""
+  roots = layout.data_folders(input_base)
+  sources, _ = layout.source_names(roots)
+  records, quarantined = [], []
+  for root, source in zip(roots, sources):
+    _, found, bad, _ = image_layouts.list_images(root, task, source)
+    records += found
+    quarantined += [(q.path, q.reason) for q in bad]
+  # The component's per-file step itself, so that the checks are the same.
+  # pylint: disable-next=protected-access
+  check = image_example_gen._ReadAndCheck(task)
+  os.makedirs(out)
+  writers = {s: tf.io.TFRecordWriter(os.path.join(out, f"{s}.tfrecord.gz"),
+                                     options="GZIP")
+             for s in contract.SPLITS}
+  ingested = 0
+  for pair in image_layouts.carve_splits(
+      records, settings.RunSettings().eval_percent,
+      image_example_gen.DEFAULT_SPLIT_SALT):
+    for result in check.process(pair):
+      if isinstance(result, tuple):
+        writers[result[0]].write(result[1])
+        ingested += 1
+      else:  # a TaggedOutput of the quarantine
+        quarantined.append(result.value)
+  for writer in writers.values():
+    writer.close()
+  with open(os.path.join(out, layout.QUARANTINE_FILE), "w",
+            encoding="utf-8", newline="") as f:
+    csv.writer(f).writerows([("path", "reason")] + quarantined)
+  return {"seen": ingested + len(quarantined), "ingested": ingested,
+          "quarantined": len(quarantined)}
+
+
+def _rotated(names: Sequence[str], round_index: int) -> List[str]:
+  shift = round_index % len(names)
+  return list(names[shift:]) + list(names[:shift])
+
+
+def measure(input_base: str, task: str, rounds: int, smoke: bool):
+  """Seconds of every contender in every round, the seconds of those of
+  its executor's construction, and its counts."""
+  modes = beam_modes(smoke)
+  names = [LOOP] + list(modes)
+  seconds, setups = collections.defaultdict(list), collections.defaultdict(
+      list)
+  counts = {}
+  with tempfile.TemporaryDirectory(prefix="cxr-bench-ingest-") as work:
+    for round_index in range(rounds):
+      for name in _rotated(names, round_index):
+        out = os.path.join(work, f"{len(seconds[name])}-{names.index(name)}")
+        start = time.perf_counter()
+        if name == LOOP:
+          counts[name], setup = plain_loop(input_base, task, out), 0.0
+        else:
+          setup, counts[name] = component(input_base, task, modes[name], out)
+        seconds[name].append(time.perf_counter() - start)
+        setups[name].append(setup)
+        print(f"round {round_index + 1}: {name}: {seconds[name][-1]:.1f} s",
+              flush=True)
+  return seconds, setups, counts
+
+
+def main(argv=None) -> int:
+  parser = harness.parser(__doc__)
+  parser.add_argument("data", nargs="*", metavar="DATA_DIR",
+                      help="data set folders, ingested together (default: "
+                      "a sample of the shared binary data set)")
+  parser.add_argument("--images", type=int, default=0,
+                      help="images of the sample (default: all of the "
+                      "binary data set)")
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--task", default="binary", choices=contract.TASKS)
+  parser.add_argument("--seed", type=int, default=0,
+                      help="seed of the image sample")
+  args = parser.parse_args(argv)
+  harness.print_machine()
+  rounds = 1 if args.smoke else args.rounds
+  with tempfile.TemporaryDirectory(prefix="cxr-bench-ingest-data-") as tmp:
+    if args.data:
+      input_base = layout.join_data_folders(
+          [os.path.abspath(d) for d in args.data])
+      what = f"the data set folders {', '.join(args.data)}"
+    else:
+      n = 32 if args.smoke else args.images or pipeline_runs.binary_size()
+      input_base = pipeline_runs.binary_folder(os.path.join(tmp, "data"), n,
+                                               args.seed)
+      what = f"{n} real images of the binary data set (Kaggle layout)"
+    print(f"images: {what}; task {args.task}; {rounds} round(s), the "
+          "order rotating\n", flush=True)
+    seconds, setups, counts = measure(input_base, args.task, rounds,
+                                      args.smoke)
+  print()
+
+  if len({json.dumps(c, sort_keys=True) for c in counts.values()}) != 1:
+    sys.exit(f"error: the contenders disagree on the counts: {counts}")
+  seen = counts[LOOP]["seen"]
+  rate = {name: seen / harness.median(s) for name, s in seconds.items()}
+  harness.table(
+      ["contender", "images seen", "ingested", "quarantined", "median s",
+       "of which executor set-up s", "images/s", "rounds (s)"],
+      [[name, seen, counts[name]["ingested"], counts[name]["quarantined"],
+        harness.median(s), harness.median(setups[name]), rate[name],
+        " ".join(f"{x:.1f}" for x in s)]
+       for name, s in seconds.items()])
+  # The ratio takes the modes `cxr run --beam-mode` offers.
+  best = max((name for name in rate
+              if name != LOOP and "multi_threading" not in name),
+             key=rate.get)
+  print(f"best Beam mode of the pipeline: {best}, {rate[best]:.4g} images/s;"
+        f" the loop {rate[LOOP]:.4g} images/s")
+  scaling = [name for name in rate if "multi_processing" in name]
+  if len(scaling) == 2:
+    many, one = sorted(scaling, key=lambda name: -int(name.rsplit("x", 1)[1]))
+    print(f"multi_processing with {many.rsplit('x', 1)[1]} workers vs 1: "
+          f"{rate[many] / rate[one]:.3g}x the images/s")
+  return harness.finish(rate[best] / rate[LOOP])
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:] or DEFAULT_DATA)
+  sys.exit(main())

@@ -11,6 +11,7 @@ from typing import List, Optional
 
 from absl import logging
 from tfx import v1 as tfx
+from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
 from components import image_layouts
@@ -45,11 +46,14 @@ def run(data: layout.DataFolders, task: str, output: str,
         training: settings_lib.TrainingSettings = (
             settings_lib.TrainingSettings()),
         gates: settings_lib.GateSettings = settings_lib.GateSettings(),
-        cross_data: Optional[str] = None) -> str:
+        cross_data: Optional[str] = None,
+        run_options: Optional[tfx_pipeline.RunOptions] = None) -> str:
   """Builds and runs the pipeline; returns the pipeline name.
 
   data: a data set folder, or several (a list or a comma list), ingested
   together. cross_data: a second data set every model is also evaluated on.
+  run_options: a partial run (TFX's RunOptions: from_nodes, to_nodes), its
+  other nodes' artifacts taken from the previous run in the same output.
   """
   # Fail fast, before any component starts, on a folder we cannot read.
   data = data_folders(data)
@@ -72,7 +76,7 @@ def run(data: layout.DataFolders, task: str, output: str,
               paths.metadata)),
       beam_pipeline_args=beam_args(run_settings.beam_mode))
   if run_settings.runner == "beam":
-    BeamDagRunner().run(pipeline)
+    BeamDagRunner().run(pipeline, run_options=run_options)
   else:
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    tfx.orchestration.LocalDagRunner().run(pipeline, run_options=run_options)
   return name

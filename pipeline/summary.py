@@ -146,6 +146,9 @@ class RunSummary:
   cross_image_counts: Dict[str, int] = dataclasses.field(default_factory=dict)
   # The training data sets: source -> folder, layout and split counts.
   sources: Dict[str, dict] = dataclasses.field(default_factory=dict)
+  # Wall seconds of every node run now (not cached), by node id, from its
+  # execution's creation to its last update in ML Metadata.
+  seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
 
   def lines(self) -> List[str]:
     c = self.image_counts
@@ -366,7 +369,8 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
                       if quarantine is not None else None),
       models=results,
       cross_image_counts=cross_counts,
-      sources=sources)
+      sources=sources,
+      seconds=seconds)
 
 
 def evaluated_examples_uri(metadata_path: str,
