@@ -56,6 +56,7 @@ from bench import pipeline_runs
 # The project first: schema/__init__.py selects Keras 2 before TensorFlow.
 from components import image_example_gen
 from components import image_layouts
+from pipeline import runner
 from schema import contract
 from schema import layout
 from schema import settings
@@ -71,8 +72,7 @@ def beam_modes(smoke: bool) -> Dict[str, List[str]]:
   run takes in_memory only: the others start worker processes or threads
   the same code path does not need to prove, and cost it minutes."""
   cores = len(os.sched_getaffinity(0))
-  modes = {IN_MEMORY: ["--direct_running_mode=in_memory",
-                       "--direct_num_workers=1"]}
+  modes = {IN_MEMORY: runner.beam_args("in_memory")}
   if smoke:
     return modes
   modes[f"component, multi_processing x{cores}"] = [
@@ -94,16 +94,22 @@ def component(input_base: str, task: str, beam_args: List[str],
   """Runs the ImageExampleGen executor; (seconds of its construction, its
   image counts). TFX's Beam executors package TFX itself (an sdist built
   in a subprocess) when constructed with Beam arguments that name no
-  dependencies, as the pipeline's do: the pipeline pays that on every run,
-  so it is timed here too, and shown apart."""
+  dependencies, as the pipeline's multi-processing mode does (its
+  in-memory mode passes none): timed here too, and shown apart. The sdist
+  goes into `out`, not the system's temporary folder."""
   examples = standard_artifacts.Examples()
   examples.uri = os.path.join(out, "examples")
   quarantine = image_example_gen.ImageQuarantine()
   quarantine.uri = os.path.join(out, "quarantine")
-  start = time.perf_counter()
-  executor = image_example_gen.Executor(image_example_gen.Executor.Context(
-      beam_pipeline_args=beam_args, tmp_dir=os.path.join(out, "tmp")))
-  setup = time.perf_counter() - start
+  os.makedirs(out, exist_ok=True)
+  previous, tempfile.tempdir = tempfile.tempdir, out
+  try:
+    start = time.perf_counter()
+    executor = image_example_gen.Executor(image_example_gen.Executor.Context(
+        beam_pipeline_args=beam_args, tmp_dir=os.path.join(out, "tmp")))
+    setup = time.perf_counter() - start
+  finally:
+    tempfile.tempdir = previous
   executor.Do({}, {"examples": [examples], "quarantine": [quarantine]},
               {"input_base": input_base, "task": task, "source": "",
                "eval_percent": settings.RunSettings().eval_percent,

@@ -29,6 +29,7 @@ from components import image_example_gen  # pylint: disable=g-bad-import-order
 from components import models
 from components import trainer
 from components import transform
+from pipeline import runner
 import schema
 from schema import contract
 from schema import layout
@@ -57,7 +58,7 @@ THESIS_RESCALE = 1.0 / 255
 TEST_IMAGES = 4  # ImageExampleGen's binary layout wants a test/ folder
 # One worker: the benchmarks measure training and input, not Beam; the
 # setup's time is printed apart.
-_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+_BEAM_ARGS = runner.beam_args("in_memory")
 
 
 @dataclasses.dataclass

@@ -7,6 +7,7 @@ Everything lands under the output folder OUT (schema/layout.py):
 """
 
 import os
+import tempfile
 from typing import List, Optional
 
 from absl import logging
@@ -21,12 +22,21 @@ from schema import settings as settings_lib
 
 
 def beam_args(mode: str) -> List[str]:
-  """Beam DirectRunner settings; multi-processing only pays off at scale."""
+  """Beam DirectRunner settings; multi-processing only pays off at scale.
+
+  In-memory with one worker is the DirectRunner's default, so that mode
+  passes no argument at all: given any, TFX's Beam executors build an sdist
+  of TFX into a new temporary folder each time one is constructed (for
+  remote workers, which must install it), seconds of work per component
+  that in-process workers never read.
+  """
   if mode not in settings_lib.BEAM_MODES:
     raise ValueError(f"beam mode must be one of {settings_lib.BEAM_MODES}, "
                      f"got {mode!r}")
-  workers = 1 if mode == "in_memory" else 0  # 0: one per core.
-  return [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
+  if mode == "in_memory":
+    return []
+  return [f"--direct_running_mode={mode}",
+          "--direct_num_workers=0"]  # 0: one per core
 
 
 def data_folders(data: layout.DataFolders) -> str:
@@ -75,8 +85,18 @@ def run(data: layout.DataFolders, task: str, output: str,
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
               paths.metadata)),
       beam_pipeline_args=beam_args(run_settings.beam_mode))
-  if run_settings.runner == "beam":
-    BeamDagRunner().run(pipeline, run_options=run_options)
-  else:
-    tfx.orchestration.LocalDagRunner().run(pipeline, run_options=run_options)
+  # The components' temporary files (TFX's sdists for multi-processing
+  # Beam, the Evaluator's scratch) go to one folder removed after the run,
+  # not to the system's temporary folder, which they would fill run by run.
+  previous = tempfile.tempdir
+  with tempfile.TemporaryDirectory(prefix="cxr-run-") as scratch:
+    tempfile.tempdir = scratch
+    try:
+      if run_settings.runner == "beam":
+        BeamDagRunner().run(pipeline, run_options=run_options)
+      else:
+        tfx.orchestration.LocalDagRunner().run(pipeline,
+                                               run_options=run_options)
+    finally:
+      tempfile.tempdir = previous
   return name
