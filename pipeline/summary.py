@@ -69,6 +69,9 @@ class ModelResult:
   # them.
   calibration: Optional[dict] = None
   operating_point: Optional[dict] = None
+  # What trained it and in which compute dtype (history.json).
+  device: Optional[str] = None
+  precision: Optional[str] = None
 
   def _shown(self, name: str, value: float, interval) -> str:
     if name == "example_count":
@@ -80,6 +83,10 @@ class ModelResult:
 
   def lines(self) -> List[str]:
     out = [f"  model {self.model}:"]
+    if self.device:
+      out.append(f"    trained on {self.device}, compute "
+                 + ("float32" if self.precision in (None, "float32")
+                    else f"mixed {self.precision}"))
     if self.operating_point:
       op = self.operating_point
       text = (f"    operating point: {op['rule']} on the eval split -> "
@@ -360,6 +367,9 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
     history = read_history(results[model]) or {}
     results[model].calibration = history.get("calibration")
     results[model].operating_point = history.get("operating_point")
+    results[model].device = history.get("device")
+    results[model].precision = (history.get("recipe")
+                                or {}).get("mixed_precision")
   return RunSummary(
       pipeline_name=pipeline_name,
       run_id=run.name,

@@ -4,11 +4,13 @@ import dataclasses
 import glob
 import json
 import os
+import tempfile
 
 import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from components import models
 from pipeline import eval_config
 from pipeline import runner
 from pipeline import summary
@@ -29,8 +31,13 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   # Images the pipeline never sees: other patients, another seed.
   synthetic.generate(held_back, n=80, size=96, seed=12345)
   out = str(tmp_path / "out")
+  temporary = set(os.listdir(tempfile.gettempdir()))
 
   runner.run(data, "binary", out, RUN, TRAINING, GATES)
+  # Nothing is left in the system's temporary folder (TFX's sdists were).
+  left = set(os.listdir(tempfile.gettempdir())) - temporary
+  assert not [name for name in left if os.path.isdir(os.path.join(
+      tempfile.gettempdir(), name, "build"))], left
   paths = layout.output_paths(out)
   result = summary.summarize(paths.metadata,
                              layout.pipeline_name("binary"))
@@ -38,6 +45,10 @@ def test_pipeline_blesses_pushes_and_serves(tmp_path):
   assert list(result.models) == ["cnn"]
   cnn = result.models["cnn"]
   assert result.image_counts["ingested"] == 300
+  # The thesis CNN trains in bfloat16 where this CPU computes it natively.
+  assert ("    trained on CPU, compute " + (
+      "mixed bfloat16" if models.native_bfloat16() else "float32")
+          ) in cnn.lines()
   assert result.image_counts["quarantined"] == 0
   # What the images look like, per split, for cxr skew.
   for split in contract.SPLITS:
