@@ -88,7 +88,7 @@ def main(argv=None) -> int:
   if args.model_dir:
     shutil.copytree(args.model_dir, os.path.join(base, fuzz_server.MODEL, "1"))
   else:
-    from tests.test_server import export_test_model  # pylint: disable=g-import-not-at-top
+    from bench.exported import export_test_model  # pylint: disable=g-import-not-at-top
     export_test_model(base, fuzz_server.MODEL, 1)
   image = open(sorted(glob.glob(os.path.join(IMAGES, "*.jpeg")))[0],
                "rb").read()

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
   work = tempfile.mkdtemp(prefix="compact-")
   base = args.model_base
   if base is None:
-    from tests.test_server import export_test_model  # pylint: disable=g-import-not-at-top
+    from bench.exported import export_test_model  # pylint: disable=g-import-not-at-top
     base = os.path.join(work, "serving")
     export_test_model(base, fuzz_server.MODEL, 1)
   workers = max(args.parallel, settings.ServeSettings().max_workers)

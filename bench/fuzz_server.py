@@ -7,7 +7,7 @@ RSS bound.
 
 Starts `python -m cxr.cli serve` as a subprocess on 127.0.0.1 (gRPC and
 REST, --rest-timeout-seconds 2), over an untrained thesis CNN exported
-with tests.test_server.export_test_model into a temporary folder, or over
+with bench.exported.export_test_model into a temporary folder, or over
 --model-base. Cases come from bench/fuzz_generator.py, case i from its own
 RNG seeded with (seed, i), so `--replay i` sends that one case again.
 Every request has a client timeout. Outcomes are counted per status; an
@@ -338,7 +338,7 @@ def main(argv=None) -> int:
   work = tempfile.mkdtemp(prefix="fuzz-")
   base = args.model_base
   if base is None:
-    from tests.test_server import export_test_model  # pylint: disable=g-import-not-at-top
+    from bench.exported import export_test_model  # pylint: disable=g-import-not-at-top
     base = os.path.join(work, "serving")
     export_test_model(base, MODEL, 1)
   log_path = os.path.join(work, "server.log")

@@ -6,7 +6,7 @@ new versions are pushed and corrupt ones dropped in; no request may fail.
 
 Starts `python -m cxr.cli serve` as a subprocess on 127.0.0.1 over a fresh
 model base holding version 1 of an untrained thesis CNN (exported with
-tests.test_server.export_test_model, or a copy of --source). --clients
+bench.exported.export_test_model, or a copy of --source). --clients
 threads, each on its own channel, send Predict (two PNGs) back to back.
 Every --swap-seconds a new good version is pushed (copied aside, renamed
 into place, as the Pusher does); half-way between two pushes a corrupt
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
   work = tempfile.mkdtemp(prefix="load-swap-")
   source = args.source
   if source is None:
-    from tests.test_server import export_test_model  # pylint: disable=g-import-not-at-top
+    from bench.exported import export_test_model  # pylint: disable=g-import-not-at-top
     source = export_test_model(os.path.join(work, "source"), MODEL, 1)
   model_dir = os.path.join(work, "serving", MODEL)
   os.makedirs(model_dir)

@@ -5,7 +5,7 @@ carrying real chest X-rays, and the same signatures loaded in process.
 The model is --model-dir (a pushed version, OUT/serving/<model>/<version>)
 or, by default, an untrained model of the zoo (--model, the thesis CNN)
 exported at --image-size px as the Trainer exports it
-(tests.test_server.export_test_model): weights do not change the speed,
+(bench/exported.py export_test_model): weights do not change the speed,
 the architecture and input size do.
 """
 
@@ -57,11 +57,10 @@ def model_base(args, work: str) -> str:
           f"version {os.path.basename(args.model_dir.rstrip(os.sep))} "
           "(--model-dir)")
     return base
-  # pylint: disable=g-import-not-at-top
-  from tests import test_server
-  size = test_server.SIZE if args.smoke else args.image_size
-  test_server.export_test_model(base, MODEL, 1, image_size=size,
-                                model=args.model)
+  from bench import exported  # pylint: disable=g-import-not-at-top
+  size = exported.SMALLEST_CNN_SIZE if args.smoke else args.image_size
+  exported.export_test_model(base, MODEL, 1, image_size=size,
+                             model=args.model)
   print(f"model: untrained {args.model} at {size} px, exported as the "
         "Trainer exports it (with its warm-up file)")
   return base

@@ -112,7 +112,7 @@ def main(argv=None) -> int:
   work = tempfile.mkdtemp(prefix="warmup-")
   model_dir = args.model_dir
   if model_dir is None:
-    from tests.test_server import export_test_model  # pylint: disable=g-import-not-at-top
+    from bench.exported import export_test_model  # pylint: disable=g-import-not-at-top
     model_dir = export_test_model(os.path.join(work, "serving"), "m", 1)
   image_path = sorted(glob.glob(os.path.join(REAL_IMAGES, "*.jpeg")))[0]
   dirs = _copies(model_dir, work)

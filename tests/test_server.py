@@ -6,14 +6,12 @@ tensorflow_model_server is on PATH, against it too (the `served` and
 are serving.server's own.
 """
 
-import atexit
 import io
 import logging
 import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -23,10 +21,6 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
-from tensorflow_transform.tf_metadata import dataset_metadata
-from tensorflow_transform.tf_metadata import schema_utils
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
@@ -34,66 +28,26 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from components import models
-from components import transform
+# The serving tests' models, exported as the Trainer exports them; the
+# benchmarks export theirs with the same code.
+from bench import exported
+from bench.exported import export_test_model  # noqa: F401  (other tests)
+from bench.exported import transform_output  # noqa: F401
 from schema import contract
 from schema import layout
 from schema.settings import ServeSettings
 from serving import server
 from serving.server import tensors
-from serving.export import signatures
 
 LIMITS = tensors.RequestLimits(ServeSettings().max_batch,
                                ServeSettings().max_input_bytes)
 
-SIZE = 58  # the smallest the thesis CNN takes
+SIZE = exported.SMALLEST_CNN_SIZE
 BINARY = "cxr_binary_cnn"
 MULTICLASS = "cxr_multiclass_cnn"
 POLL = 0.2  # seconds between the test servers' looks at the model base
 _Code = grpc.StatusCode
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
-
-_transform_outputs = {}
-
-
-def transform_output(image_size: int = SIZE) -> tft.TFTransformOutput:
-  """A real Transform graph at image_size px, built once per process."""
-  if image_size not in _transform_outputs:
-    root = tempfile.mkdtemp(prefix="tft-")
-    atexit.register(shutil.rmtree, root, True)
-    metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec({
-            "image": tf.io.FixedLenFeature([1], tf.string),
-            "label": tf.io.FixedLenFeature([1], tf.int64)}))
-    with tft_beam.Context(temp_dir=os.path.join(root, "tmp")):
-      transform_fn = (([{"image": [png(20, 30)], "label": [0]}], metadata)
-                      | tft_beam.AnalyzeDataset(
-                          lambda inputs: transform.preprocessing_fn(
-                              inputs, {"image_size": image_size})))
-      _ = transform_fn | tft_beam.WriteTransformFn(os.path.join(root, "graph"))
-    _transform_outputs[image_size] = tft.TFTransformOutput(
-        os.path.join(root, "graph"))
-  return _transform_outputs[image_size]
-
-
-def export_test_model(base_dir: str, name: str, version: int,
-                      task: str = "binary", image_size: int = SIZE,
-                      model: str = "cnn") -> str:
-  """Exports an untrained model of the zoo (the thesis CNN by default, at
-  SIZE px) to base_dir/name/version; its path.
-
-  Through a real Transform graph and serving.signatures, like the Trainer;
-  written aside and renamed into place, like the Pusher.
-  """
-  model_dir = os.path.join(base_dir, name)
-  os.makedirs(model_dir, exist_ok=True)
-  staging = os.path.join(model_dir, f".staging-{version}")
-  signatures.export_serving_model(
-      models.build_model(model, task, image_size),
-      transform_output(image_size), staging, task, image_size)
-  os.rename(staging, os.path.join(model_dir, str(version)))
-  return os.path.join(model_dir, str(version))
-
 
 def _push_copy(source: str, model_dir: str, version: int) -> None:
   """Pushes a copy of the SavedModel at source as model_dir/version."""
