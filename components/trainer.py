@@ -247,7 +247,20 @@ def decision_rule(model, eval_data: tf.data.Dataset,
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-  """TFX Trainer entry point."""
+  """TFX Trainer entry point.
+
+  The Keras dtype policy a recipe sets is global to the process; it is put
+  back afterwards, so a Trainer run in process (LocalDagRunner, a test)
+  leaves code after it with the policy it found.
+  """
+  previous = tf.keras.mixed_precision.global_policy()
+  try:
+    _train(fn_args)
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
+
+
+def _train(fn_args: tfx.components.FnArgs) -> None:
   config = settings_lib.TrainerConfig.from_custom_config(
       fn_args.custom_config)
   task, name, training = config.task, config.model, config.training

@@ -77,7 +77,6 @@ def _ingest(data_dir, root):
   tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
       pipeline_name="fingerprint-test", pipeline_root=str(root / "root"),
       components=[example_gen], enable_cache=True,
-      beam_pipeline_args=["--direct_running_mode=in_memory"],
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
               str(root / "metadata.sqlite")))))

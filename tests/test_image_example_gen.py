@@ -20,7 +20,7 @@ from tests import test_pixel_limit
 
 
 def run_executor(data_dir, out_dir, task, eval_percent=25,
-                 beam_args=("--direct_running_mode=in_memory",),
+                 beam_args=(),
                  patient_id_pattern=""):
   examples = standard_artifacts.Examples()
   examples.uri = os.path.join(out_dir, "examples")

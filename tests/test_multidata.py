@@ -269,7 +269,6 @@ def test_the_summary_counts_images_split_by_image(tmp_path):
       components=[image_example_gen.ImageExampleGen(
           input_base=[kermany, other], task="binary", eval_percent=20,
       ).with_id(layout.EXAMPLE_GEN)],
-      beam_pipeline_args=["--direct_running_mode=in_memory"],
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
               metadata))))
