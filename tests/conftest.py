@@ -90,9 +90,14 @@ def synthetic_pipeline(tmp_path_factory):
              settings.RunSettings(
                  models=(SYNTHETIC_PIPELINE["model"],),
                  confidence_intervals=SYNTHETIC_PIPELINE["intervals"]),
+             # float32 wherever it runs: test_evaluation checks that the
+             # served graph's eval scores give the Trainer's threshold to
+             # 1e-6, which holds where both compute in float32 (in mixed
+             # bfloat16 they agree only to bfloat16's precision).
              settings.TrainingSettings(
                  image_size=SYNTHETIC_PIPELINE["image_size"],
-                 epochs=SYNTHETIC_PIPELINE["epochs"], batch_size=16, seed=7),
+                 epochs=SYNTHETIC_PIPELINE["epochs"], batch_size=16, seed=7,
+                 mixed_precision="float32"),
              settings.GateSettings(0.0, 0.0, 0.0))
   serving = layout.output_paths(out).serving
   model_name = layout.serving_model_name("binary",
