@@ -26,7 +26,6 @@ most 3x a prediction).
 
 import shutil
 import sys
-import tempfile
 
 from bench import harness
 from bench import served
@@ -36,20 +35,10 @@ SIGNATURES = (contract.SERVING_DEFAULT, contract.GRADCAM)
 
 
 def main(argv=None) -> int:
-  parser = served.add_arguments(harness.parser(__doc__))
-  parser.add_argument("--requests", type=int,
-                      help="requests per contender and round (default 10)")
-  args = parser.parse_args(argv)
-  harness.print_machine()
-  rounds = args.rounds or (1 if args.smoke else 10)
-  per_round = args.requests or (3 if args.smoke else 10)
-  warm = 2 if args.smoke else 3
-  work = tempfile.mkdtemp(prefix="bench-gradcam-")
-  base = served.model_base(args, work)
-  images = served.jpegs(per_round if args.smoke else 40)
-  print(f"sizes: batch 1, {rounds} rounds x {per_round} requests per "
-        f"contender, {len(images)} real JPEGs ({served.REAL_IMAGES}), "
-        f"{warm} warm-up requests each\n")
+  run = served.batch1_run(__doc__, "gradcam", rounds=10, smoke_requests=3,
+                         warm=3, argv=argv)
+  rounds, per_round, warm = run.rounds, run.per_round, run.warm
+  work, base, images = run.work, run.base, run.images
   requests = {name: [served.request([image], name) for image in images]
               for name in SIGNATURES}
   try:

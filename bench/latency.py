@@ -27,7 +27,6 @@ rounds' medians, p99 is over all requests. The ratio is in-process p50 / served 
 
 import shutil
 import sys
-import tempfile
 
 from bench import harness
 from bench import served
@@ -39,20 +38,10 @@ SERVABLE = "in process, server code (Servable.predict)"
 
 
 def main(argv=None) -> int:
-  parser = served.add_arguments(harness.parser(__doc__))
-  parser.add_argument("--requests", type=int,
-                      help="requests per contender and round (default 10)")
-  args = parser.parse_args(argv)
-  harness.print_machine()
-  rounds = args.rounds or (1 if args.smoke else 20)
-  per_round = args.requests or (5 if args.smoke else 10)
-  warm = 2 if args.smoke else 5
-  work = tempfile.mkdtemp(prefix="bench-latency-")
-  base = served.model_base(args, work)
-  images = served.jpegs(per_round if args.smoke else 40)
-  print(f"sizes: batch 1, {rounds} rounds x {per_round} requests per "
-        f"contender, {len(images)} real JPEGs ({served.REAL_IMAGES}), "
-        f"{warm} warm-up requests each\n")
+  run = served.batch1_run(__doc__, "latency", rounds=20, smoke_requests=5,
+                         warm=5, argv=argv)
+  rounds, per_round, warm = run.rounds, run.per_round, run.warm
+  work, base, images = run.work, run.base, run.images
 
   # pylint: disable=g-import-not-at-top
   from schema.settings import ServeSettings

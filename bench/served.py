@@ -11,9 +11,11 @@ the architecture and input size do.
 
 import argparse
 import concurrent.futures
+import dataclasses
 import os
 import shutil
 import statistics
+import tempfile
 import time
 from typing import Callable, Dict, Hashable, List, Sequence
 
@@ -45,6 +47,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser.add_argument("--rounds", type=int, help="rounds, contenders "
                       "alternated in each")
   return parser
+
+
+@dataclasses.dataclass
+class Batch1Run:
+  """A batch-1 latency benchmark's sizes, model and real images."""
+  args: argparse.Namespace
+  rounds: int
+  per_round: int
+  warm: int
+  work: str  # removed by the benchmark when it ends
+  base: str
+  images: List[bytes]
+
+
+def batch1_run(doc: str, name: str, rounds: int, smoke_requests: int,
+               warm: int, argv=None) -> Batch1Run:
+  """Parses a batch-1 latency benchmark's arguments (those of
+  add_arguments, and --requests), prints the machine and the sizes, and
+  exports (or copies) its model into a new work folder."""
+  parser = add_arguments(harness.parser(doc))
+  parser.add_argument("--requests", type=int,
+                      help="requests per contender and round (default 10)")
+  args = parser.parse_args(argv)
+  harness.print_machine()
+  run = Batch1Run(
+      args=args, rounds=args.rounds or (1 if args.smoke else rounds),
+      per_round=args.requests or (smoke_requests if args.smoke else 10),
+      warm=2 if args.smoke else warm,
+      work=tempfile.mkdtemp(prefix=f"bench-{name}-"), base="", images=[])
+  run.base = model_base(args, run.work)
+  run.images = jpegs(run.per_round if args.smoke else 40)
+  print(f"sizes: batch 1, {run.rounds} rounds x {run.per_round} requests "
+        f"per contender, {len(run.images)} real JPEGs ({REAL_IMAGES}), "
+        f"{run.warm} warm-up requests each\n")
+  return run
 
 
 def model_base(args, work: str) -> str:
