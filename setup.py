@@ -26,6 +26,13 @@ setuptools.setup(
         "grpcio",
         "prometheus-client",
         "pillow",
+        # DICOM files (serving/dicom.py) and the plugins decoding their
+        # compressed transfer syntaxes: JPEG, JPEG-LS, JPEG 2000, RLE.
+        "pydicom",
+        "pylibjpeg",
+        "pylibjpeg-libjpeg",
+        "pylibjpeg-openjpeg",
+        "pylibjpeg-rle",
         "matplotlib",
         "numpy",
     ],

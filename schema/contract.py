@@ -55,7 +55,7 @@ IMAGE_FORMATS: Dict[str, bytes] = {"JPEG": b"\xff\xd8\xff",
 MAX_IMAGE_PIXELS = 50_000_000
 
 # Features of an ingested tf.Example (schema/<task>/schema.pbtxt).
-IMAGE_KEY = "image"  # the encoded file bytes, as read
+IMAGE_KEY = "image"  # the file bytes as read; a DICOM file as 16-bit PNG
 LABEL_KEY = "label"  # class index in the task's CLASS_NAMES
 LABEL_NAME_KEY = "label_name"
 DIAGNOSIS_KEY = "diagnosis"
@@ -66,6 +66,20 @@ HEIGHT_KEY = "height"
 WIDTH_KEY = "width"
 CHANNELS_KEY = "channels"  # of the file as stored
 SIZE_BUCKET_KEY = "size_bucket"
+# From a DICOM file's header (serving/dicom.py); UNKNOWN for JPEG/PNG files
+# and for a header without the attribute. bits_stored of a JPEG/PNG is the
+# bits its samples use.
+MODALITY_KEY = "modality"  # CR, DX...
+VIEW_POSITION_KEY = "view_position"  # one of VIEW_POSITIONS
+BITS_STORED_KEY = "bits_stored"
+PHOTOMETRIC_KEY = "photometric"  # MONOCHROME1 or MONOCHROME2
+MANUFACTURER_KEY = "manufacturer"
+UNKNOWN = "unknown"
+# The views a chest X-ray is taken in: posteroanterior, anteroposterior
+# (frontal both) and lateral. The models are frontal.
+VIEW_PA, VIEW_AP, VIEW_LATERAL = "PA", "AP", "LL"
+VIEW_POSITIONS: Tuple[str, ...] = (VIEW_PA, VIEW_AP, VIEW_LATERAL, UNKNOWN)
+FRONTAL_VIEWS: Tuple[str, ...] = (VIEW_PA, VIEW_AP, UNKNOWN)
 # Feature of a transformed example: serialized uint8 [S, S, 3].
 PIXELS_KEY = "pixels"
 
