@@ -15,6 +15,12 @@ leaks. A data set without a test folder gets its test split carved the
 same way. Images whose patient nothing names (no CSV patient_id, no known
 or --patient-id-pattern file name) are carved one by one, and counted.
 
+A file may be a JPEG, a PNG or a DICOM file; a DICOM file is kept as the
+16-bit PNG of its displayed pixels, its patient is its salted PatientID
+hash, and its header fills the modality, view, bit depth, photometric and
+manufacturer features (serving/dicom.py). Images in a view the run does not
+take (`views`; lateral by default) are quarantined.
+
 The launcher lists only each data set's top level (its folders and CSV
 names); the files are listed, the CSVs read and the split carved on the Beam
 workers (components/image_listing.py), so the submitted graph does not grow
@@ -22,6 +28,7 @@ with the data set.
 """
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -50,10 +57,12 @@ from components import image_listing
 from schema import contract
 from schema import layout
 from schema import settings
+from serving import dicom
 
 SPLITS = contract.SPLITS
 RESCALED = layout.RESCALED_COUNT  # counter and count
 SPLIT_BY_IMAGE = layout.SPLIT_BY_IMAGE_COUNT  # counter and count
+DICOM = layout.DICOM_COUNT  # counter and count
 _METRICS_NAMESPACE = image_listing.METRICS_NAMESPACE
 # Salt of the patient hash that carves the eval split; another salt, another
 # split.
@@ -99,13 +108,15 @@ class _ReadAndCheck(beam.DoFn):
 
   QUARANTINE = "quarantine"
 
-  def __init__(self, task: str):
+  def __init__(self, task: str, views: Sequence[str]):
     self._task = task
+    self._views = tuple(views)
     self._ingested = {s: Metrics.counter(_METRICS_NAMESPACE, f"ingested_{s}")
                       for s in SPLITS}
     self._bad = Metrics.counter(_METRICS_NAMESPACE, "quarantined_on_read")
     self._rescaled = Metrics.counter(_METRICS_NAMESPACE, RESCALED)
     self._by_image = Metrics.counter(_METRICS_NAMESPACE, SPLIT_BY_IMAGE)
+    self._dicom = Metrics.counter(_METRICS_NAMESPACE, DICOM)
 
   def process(self, element):
     record, split = element
@@ -118,7 +129,9 @@ class _ReadAndCheck(beam.DoFn):
         raise image_examples.BadImage(
             "not a regular file (a FIFO, socket or device): not read")
       with fileio.open(record.path, "rb") as f:
-        data = f.read()
+        raw = f.read()
+      data, attributes = image_examples.as_image(raw)
+      image_examples.check_view(attributes, self._views)
       shape = image_examples.check_image(data)
       bits = image_examples.bits_in_use(data)
     except (image_examples.BadImage, tf.errors.OpError, OSError) as e:
@@ -131,7 +144,13 @@ class _ReadAndCheck(beam.DoFn):
       logging.info("ImageExampleGen: %s is a 16-bit PNG using %d bits; "
                    "scaled by those", record.path, bits)
       self._rescaled.inc()
-    example = image_examples.make_example(record, data, self._task, shape)
+    if dicom.is_dicom(raw):
+      self._dicom.inc()
+    elif bits is not None:
+      # A 16-bit PNG file's bits_stored is the bits its samples use.
+      attributes = dataclasses.replace(attributes, bits_stored=bits)
+    example = image_examples.make_example(record, data, self._task, shape,
+                                          attributes)
     self._ingested[split].inc()
     Metrics.counter(_METRICS_NAMESPACE,
                     source_counter(record.source, split)).inc()
@@ -157,7 +176,8 @@ def build_pipeline(pipeline: beam.Pipeline,
                    folders: Sequence[image_layouts.Folder], task: str,
                    eval_percent: int, salt: str,
                    examples: types.Artifact,
-                   quarantine: types.Artifact) -> None:
+                   quarantine: types.Artifact,
+                   views: Sequence[str] = contract.FRONTAL_VIEWS) -> None:
   """Lists, carves, reads and checks on the workers; writes both outputs.
 
   The graph holds the folders of image_layouts.plan_folders (of every data
@@ -174,7 +194,7 @@ def build_pipeline(pipeline: beam.Pipeline,
       listed[0]
       | "CarveSplits" >> image_listing.CarveSplits(eval_percent, salt)
       | "Spread" >> beam.Reshuffle()
-      | "ReadAndCheck" >> beam.ParDo(_ReadAndCheck(task))
+      | "ReadAndCheck" >> beam.ParDo(_ReadAndCheck(task, views))
       .with_outputs(_ReadAndCheck.QUARANTINE, main="examples"))
   by_split = checked.examples | "BySplit" >> beam.Partition(
       lambda kv, _: SPLITS.index(kv[0]), len(SPLITS))
@@ -210,6 +230,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       logging.warning("ImageExampleGen: %s", note)
     pattern = settings.check_patient_id_pattern(
         exec_properties.get("patient_id_pattern") or "")
+    views = settings.parse_views(exec_properties.get("views") or ",".join(
+        contract.FRONTAL_VIEWS))
+    patient_salt = exec_properties.get("patient_salt") or ""
     eval_percent = int(exec_properties["eval_percent"])
     salt = exec_properties["split_salt"]
     examples = artifact_utils.get_single_instance(output_dict["examples"])
@@ -219,7 +242,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     folders, layouts = [], []
     for root, source in zip(roots, sources):
       data_layout, found, ignored = image_layouts.plan_folders(
-          root, source, pattern)
+          root, source, pattern, patient_salt)
       for path in ignored:
         logging.warning("ImageExampleGen: ignoring %s (not part of the %s "
                         "layout)", path, data_layout)
@@ -228,7 +251,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     pipeline = self._make_beam_pipeline()
     build_pipeline(pipeline, folders, task, eval_percent, salt, examples,
-                   quarantine)
+                   quarantine, views)
     result = pipeline.run()
     result.wait_until_finish()
 
@@ -248,6 +271,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     counts["seen"] = _counter(result, image_listing.SEEN)
     counts[RESCALED] = _counter(result, RESCALED)
     counts[SPLIT_BY_IMAGE] = _counter(result, SPLIT_BY_IMAGE)
+    counts[DICOM] = _counter(result, DICOM)
     logging.info("ImageExampleGen: %s (%s layout, task %s): %s, by data "
                  "set %s", input_base, ",".join(layouts), task, counts,
                  per_source)
@@ -298,6 +322,11 @@ class ImageExampleGenSpec(types.ComponentSpec):
       "patient_id_pattern": ExecutionParameter(type=str, optional=True),
       "eval_percent": ExecutionParameter(type=int),
       "split_salt": ExecutionParameter(type=str),
+      # The view positions taken, a comma list (settings.parse_views).
+      "views": ExecutionParameter(type=str),
+      # Salt of the hashed DICOM PatientIDs; absent: each data set's own
+      # (image_layouts.default_patient_salt).
+      "patient_salt": ExecutionParameter(type=str, optional=True),
       # Set at run time by the driver (components/fingerprint_driver.py)
       # before the cache lookup: a changed folder is a new execution, not a
       # cache hit on the old one.
@@ -323,7 +352,9 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
                task: str, source: str = "",
                eval_percent: int = settings.RunSettings().eval_percent,
                split_salt: str = DEFAULT_SPLIT_SALT,
-               patient_id_pattern: str = ""):
+               patient_id_pattern: str = "",
+               views: Sequence[str] = settings.RunSettings().views,
+               patient_salt: str = ""):
     """Args:
       input_base: the data set folder (local or gs://), several as a list or
         a comma list, or a runtime parameter holding them.
@@ -334,17 +365,23 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
       split_salt: salt of the patient hash; change it for another split.
       patient_id_pattern: regular expression naming the patient in file
         names no other rule reads (settings.RunSettings).
+      views: the view positions taken (contract.VIEW_POSITIONS); images in
+        others are quarantined.
+      patient_salt: salt of the hashed DICOM PatientIDs (default: each data
+        set's folder).
     """
     contract.check_task(task)
     # The same bounds as the settings', whatever built this component.
-    settings.RunSettings(eval_percent=eval_percent,
-                         patient_id_pattern=patient_id_pattern)
+    views = settings.RunSettings(eval_percent=eval_percent,
+                                 patient_id_pattern=patient_id_pattern,
+                                 views=tuple(views)).views
     if not isinstance(input_base, data_types.RuntimeParameter):
       input_base = layout.join_data_folders(
           [input_base] if isinstance(input_base, str) else input_base)
     spec = ImageExampleGenSpec(
         input_base=input_base, task=task, source=source,
         patient_id_pattern=patient_id_pattern or None,
+        views=",".join(views), patient_salt=patient_salt or None,
         eval_percent=eval_percent, split_salt=split_salt,
         examples=types.Channel(type=standard_artifacts.Examples),
         quarantine=types.Channel(type=ImageQuarantine))

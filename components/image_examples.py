@@ -1,5 +1,7 @@
 """Checks one image file and turns it into a tf.Example.
 
+A DICOM file is first turned into the 16-bit PNG of its displayed pixels
+(serving/dicom.py), which is what the example keeps and what is checked.
 The check uses two decoders on purpose: Pillow's `load()` is strict about
 truncated files (TensorFlow's JPEG decoder pads some of them with grey and
 says nothing), and TensorFlow's `decode_image` is the decoder Transform will
@@ -7,12 +9,13 @@ run, so a file that passes here is known to decode there.
 """
 
 import io
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from PIL import Image
 
 from components import image_layouts
 from schema import contract
+from serving import dicom
 
 # Mode -> channels of the file as stored (grayscale vs RGB is a known
 # shortcut in Kermany data, so it is kept for slicing).
@@ -72,6 +75,34 @@ def check_image(data: bytes) -> Tuple[int, int, int]:
   return height, width, channels
 
 
+def as_image(data: bytes) -> Tuple[bytes, dicom.Attributes]:
+  """A file's bytes -> (the image bytes to check and keep, its attributes).
+
+  A DICOM file becomes its 16-bit PNG (BadImage when it cannot be used); a
+  JPEG or PNG stays as it is, with the attributes of a file without a DICOM
+  header.
+  """
+  if not dicom.is_dicom(data):
+    return data, dicom.Attributes()
+  try:
+    image = dicom.read(data)
+  except dicom.DicomError as e:
+    raise BadImage(str(e)) from e
+  return image.png, image.attributes
+
+
+def check_view(attributes: dicom.Attributes, views: Sequence[str]) -> None:
+  """BadImage unless the image's view position is one of `views`."""
+  view = attributes.view_position
+  if view in views:
+    return
+  what = ("lateral view" if view == contract.VIEW_LATERAL
+          else f"view position {view}")
+  raise BadImage(f"{what}: the models are frontal; --views "
+                 f"{','.join(sorted(set(views) | {view})).lower()} "
+                 "takes it")
+
+
 def bits_in_use(data: bytes) -> Optional[int]:
   """For a 16-bit PNG, the bits its brightest sample needs (at least 8),
   which Transform and the served models scale it by; None otherwise."""
@@ -98,7 +129,8 @@ def size_bucket(height: int, width: int) -> str:
 
 
 def make_example(record: image_layouts.ImageRecord, data: bytes, task: str,
-                 shape: Tuple[int, int, int]):
+                 shape: Tuple[int, int, int],
+                 attributes: dicom.Attributes = dicom.Attributes()):
   """The tf.Example for one checked image (see schema/ for the features).
 
   Its source is its data set's name in the run, and its patient_id is
@@ -128,4 +160,9 @@ def make_example(record: image_layouts.ImageRecord, data: bytes, task: str,
       contract.WIDTH_KEY: _int(width),
       contract.CHANNELS_KEY: _int(channels),
       contract.SIZE_BUCKET_KEY: _bytes(size_bucket(height, width).encode()),
+      contract.MODALITY_KEY: _bytes(attributes.modality.encode()),
+      contract.VIEW_POSITION_KEY: _bytes(attributes.view_position.encode()),
+      contract.BITS_STORED_KEY: _int(attributes.bits_stored),
+      contract.PHOTOMETRIC_KEY: _bytes(attributes.photometric.encode()),
+      contract.MANUFACTURER_KEY: _bytes(attributes.manufacturer.encode()),
   }))

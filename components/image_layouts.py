@@ -8,9 +8,11 @@ Two Kaggle layouts are read:
   `file_name,class_id` (0 normal, 1 bacterial, 2 viral) and, optionally,
   `patient_id`.
 
+Any file of a layout may be a JPEG, a PNG or a DICOM file (serving/dicom.py).
 A run may ingest several data sets, each under its own source name; a
 patient is a (source, patient id) pair, so the same id in two data sets is
-two patients.
+two patients. A DICOM file's patient is its PatientID, hashed with the data
+set's salt (`with_dicom_patient`).
 
 The layout's folders are found by listing the data set's top level only
 (`plan_folders`); what each file or CSV row is comes from the pure rules
@@ -30,6 +32,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 from typing import (Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
@@ -38,6 +41,7 @@ from tfx.dsl.io import fileio
 from schema import contract
 from schema.contract import BACTERIAL, NORMAL, PNEUMONIA, VIRAL
 from schema.layout import is_local
+from serving import dicom
 
 # 3-class CSV class ids, as the Kaggle 3-class data set defines them.
 CSV_CLASS_IDS = {0: NORMAL, 1: BACTERIAL, 2: VIRAL}
@@ -181,6 +185,7 @@ class SplitFolder:
   entry: str  # its name in the data set folder, a key of BINARY_SPLIT_DIRS
   source: str = ""  # the data set's name in this run
   patient_pattern: str = ""  # the run's --patient-id-pattern
+  patient_salt: str = ""  # salt of the hashed DICOM PatientIDs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +197,7 @@ class ImageFolder:
   csv_path: Optional[str]  # None when the data set has no such CSV
   source: str = ""
   patient_pattern: str = ""
+  patient_salt: str = ""
 
   def label_path(self, name: str) -> str:
     """The file a CSV row's file_name names."""
@@ -222,15 +228,17 @@ def _check_csv_header(csv_path: str) -> None:
                      f"found {fieldnames}")
 
 
-def plan_folders(root: str, source: str = "", patient_pattern: str = ""
+def plan_folders(root: str, source: str = "", patient_pattern: str = "",
+                 patient_salt: str = ""
                  ) -> Tuple[str, List[Folder], List[str]]:
   """(layout, folders whose files to list, ignored top entries) of a data set.
 
   Lists the data set's top level only (O(folders), not O(files)), and reads
   the header line of each labels CSV, so a malformed CSV fails here.
-  source and patient_pattern go with every folder to the records of its
-  files.
+  source, patient_pattern and patient_salt (default_patient_salt when
+  empty) go with every folder to the records of its files.
   """
+  patient_salt = patient_salt or default_patient_salt(root)
   layout = detect_layout(root)
   entries = _listdir(root)
   folders: List[Folder] = []
@@ -239,7 +247,8 @@ def plan_folders(root: str, source: str = "", patient_pattern: str = ""
     path = os.path.join(root, entry)
     if layout == BINARY_LAYOUT:
       if entry in BINARY_SPLIT_DIRS and fileio.isdir(path):
-        folders.append(SplitFolder(path, entry, source, patient_pattern))
+        folders.append(SplitFolder(path, entry, source, patient_pattern,
+                                   patient_salt))
         used.add(entry)
     elif entry.endswith("_images") and fileio.isdir(path):
       split = entry[:-len("_images")]
@@ -248,7 +257,7 @@ def plan_folders(root: str, source: str = "", patient_pattern: str = ""
       if csv_path:
         _check_csv_header(csv_path)
       folders.append(ImageFolder(path, split, csv_name, csv_path, source,
-                                 patient_pattern))
+                                 patient_pattern, patient_salt))
       used.update((entry, csv_name))
   ignored = [os.path.join(root, e) for e in entries if e not in used]
   return layout, folders, ignored
@@ -360,6 +369,46 @@ def for_task(listed: Listed, task: str) -> Listed:
   return listed
 
 
+def default_patient_salt(root: str) -> str:
+  """The salt of a data set's hashed PatientIDs when the run names none:
+  its folder, so that two data sets never share hashes. Anyone who knows
+  the folder can test a guessed PatientID against a hash; a secret
+  --patient-salt prevents that."""
+  return root.rstrip("/")
+
+
+def salts(folders: Iterable[Folder]) -> Dict[str, str]:
+  """{source: patient salt} of a run's folders."""
+  return {f.source: f.patient_salt for f in folders}
+
+
+def with_dicom_patient(record: ImageRecord, salt: str) -> ImageRecord:
+  """A DICOM file's record, its patient named by its salted PatientID hash.
+
+  A DICOM file's PatientID is the hospital's own name for the patient, so
+  it wins over the CSV's and the file name's. Only files whose name allows
+  DICOM (serving.dicom.is_candidate) are opened, and only the header is
+  read. A file that cannot be read here keeps its record: reading it again
+  later quarantines it with the reason.
+  """
+  if not dicom.is_candidate(record.path):
+    return record
+  try:
+    if is_local(record.path) and not stat.S_ISREG(
+        os.stat(record.path).st_mode):
+      return record  # a FIFO would block this reader
+    with fileio.open(record.path, "rb") as f:
+      if not dicom.is_dicom(f.read(dicom.header_bytes())):
+        return record
+      f.seek(0)
+      hashed = dicom.hashed_patient_id(f, salt)
+  except Exception:  # pylint: disable=broad-except
+    return record
+  if hashed is None:
+    return record
+  return dataclasses.replace(record, patient_id=hashed, patient_known=True)
+
+
 # --- Symbolic links, and the launcher-side listing: every file, here.
 
 SYMLINK_REASON = ("symbolic link to {target}: not followed, so that no image "
@@ -450,6 +499,8 @@ def list_images(root: str, task: str, source: str = "",
   for folder in folders:
     for listed in _list_folder(folder):
       listed = for_task(listed, task)
+      if isinstance(listed, ImageRecord):
+        listed = with_dicom_patient(listed, folder.patient_salt)
       (records if isinstance(listed, ImageRecord) else quarantined).append(
           listed)
   return layout, records, quarantined, ignored

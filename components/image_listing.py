@@ -20,6 +20,8 @@ MB). On the workers:
   every data set, handed to every record as a side input: the same split
   as image_layouts.carve_splits.
 
+A DICOM file's header is read here for its patient (its hashed
+PatientID), so that its patient is known before the split is carved.
 What each file or row is, is decided by the pure rules of image_layouts,
 one place for each rule. Every listed input increments the `seen` counter.
 """
@@ -160,14 +162,21 @@ def _judge(keyed, folders: Dict[str, ImageFolder]):
 
 
 class _ForTask(beam.DoFn):
+  """Counts a listed input; applies the task's rule and, to a DICOM file,
+  its hashed PatientID (image_layouts.with_dicom_patient)."""
 
-  def __init__(self, task: str):
+  def __init__(self, task: str, salts: Dict[str, str]):
     self._task = task
+    self._salts = salts
     self._seen = Metrics.counter(METRICS_NAMESPACE, SEEN)
 
   def process(self, listed):
     self._seen.inc()
-    yield image_layouts.for_task(listed, self._task)
+    listed = image_layouts.for_task(listed, self._task)
+    if isinstance(listed, ImageRecord):
+      listed = image_layouts.with_dicom_patient(listed,
+                                                self._salts[listed.source])
+    yield listed
 
 
 class ListImages(beam.PTransform):
@@ -208,7 +217,8 @@ class ListImages(beam.PTransform):
         | "QuarantineLinks" >> beam.ParDo(_QuarantineLinks()))
     return ((matched[_LISTED], rows[_LISTED], joined, links)
             | "AllListed" >> beam.Flatten()
-            | "ForTask" >> beam.ParDo(_ForTask(self._task)))
+            | "ForTask" >> beam.ParDo(_ForTask(
+                self._task, image_layouts.salts(self._folders))))
 
 
 class _TrainPatients(beam.CombineFn):

@@ -29,10 +29,16 @@ def _overall_threshold(lower_bound: float
 
 # Slices besides the whole test split: the true label; the data set; the
 # original file's channels (grayscale vs RGB files, a known shortcut in
-# Kermany data); its size bucket. The binary model also gets the diagnosis,
-# so its sensitivity on viral pneumonia shows on its own.
+# Kermany data); its size bucket; what a DICOM header says of how it was
+# taken and stored (modality, view, bit depth, photometric, manufacturer:
+# shortcuts a model may learn across hospitals and scanners). The binary
+# model also gets the diagnosis, so its sensitivity on viral pneumonia
+# shows on its own.
 SLICE_FEATURES = (contract.LABEL_KEY, contract.SOURCE_KEY,
-                  contract.CHANNELS_KEY, contract.SIZE_BUCKET_KEY)
+                  contract.CHANNELS_KEY, contract.SIZE_BUCKET_KEY,
+                  contract.MODALITY_KEY, contract.VIEW_POSITION_KEY,
+                  contract.BITS_STORED_KEY, contract.PHOTOMETRIC_KEY,
+                  contract.MANUFACTURER_KEY)
 BINARY_SLICE_FEATURES = (contract.DIAGNOSIS_KEY,)
 
 

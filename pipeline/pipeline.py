@@ -146,7 +146,8 @@ def create_pipeline(
   """
   example_gen = image_example_gen.ImageExampleGen(
       input_base=data_root, task=task, eval_percent=run.eval_percent,
-      patient_id_pattern=run.patient_id_pattern,
+      patient_id_pattern=run.patient_id_pattern, views=run.views,
+      patient_salt=run.patient_salt,
   ).with_id(layout.EXAMPLE_GEN)
   cross_example_gen = None
   if cross_data_root:
@@ -154,7 +155,8 @@ def create_pipeline(
     # the binary task; Kermany file names give bacterial/viral for 3-class.
     cross_example_gen = image_example_gen.ImageExampleGen(
         input_base=cross_data_root, task=task, eval_percent=run.eval_percent,
-        patient_id_pattern=run.patient_id_pattern,
+        patient_id_pattern=run.patient_id_pattern, views=run.views,
+        patient_salt=run.patient_salt,
     ).with_id(layout.CROSS_EXAMPLE_GEN)
   schema_importer = tfx.components.ImportSchemaGen(
       schema_file=schema.schema_path(task))

@@ -167,6 +167,9 @@ class RunSummary:
           f"{c.get('quarantined', 0)} quarantined"
           + (f" -> {_short(self.quarantine_csv)}" if c.get("quarantined")
              else ""))
+      if c.get(layout.DICOM_COUNT):
+        out.append(f"  {c[layout.DICOM_COUNT]} of them read from DICOM "
+                   "files (16-bit PNG of the displayed pixels)")
       if c.get(layout.RESCALED_COUNT):
         out.append(f"  {c[layout.RESCALED_COUNT]} 16-bit PNGs held fewer "
                    "bits (e.g. 12) and were scaled by the bits they use")

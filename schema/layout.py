@@ -85,6 +85,8 @@ RESCALED_COUNT = "rescaled_16bit"
 # In those counts: ingested train-pool images whose patient no rule could
 # name, each carved as a patient of its own (a leakage risk).
 SPLIT_BY_IMAGE_COUNT = "split_by_image"
+# In those counts: images read from DICOM files.
+DICOM_COUNT = "dicom"
 # JSON custom property of the Examples: {source: {folder, layout, counts}}.
 SOURCES_PROPERTY = "sources"
 ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's, per split

@@ -74,6 +74,17 @@ def check_patient_id_pattern(text: str) -> str:
   return text
 
 
+def parse_views(text: str) -> Tuple[str, ...]:
+  """'pa, ap' -> ('PA', 'AP'): view positions of contract.VIEW_POSITIONS,
+  any case; checked."""
+  by_name = {v.lower(): v for v in contract.VIEW_POSITIONS}
+  names = [n.strip().lower() for n in text.split(",") if n.strip()]
+  _check(bool(names) and all(n in by_name for n in names),
+         f"views must be a comma list of "
+         f"{','.join(by_name)}, got {text!r}")
+  return tuple(dict.fromkeys(by_name[n] for n in names))
+
+
 # "" (and None) in a recipe setting: the model's own, from its recipe
 # (components/models.py RECIPES).
 FLOAT32, FLOAT16, BFLOAT16 = "float32", "float16", "bfloat16"
@@ -228,6 +239,16 @@ class RunSettings:
       "in re.search on the file name; images still without one are split "
       "by image, a leakage risk the summary counts",
       parse=check_patient_id_pattern)
+  views: Tuple[str, ...] = setting(
+      contract.FRONTAL_VIEWS, "view positions taken, a comma list of "
+      f"{','.join(contract.VIEW_POSITIONS).lower()} (a DICOM file's "
+      "ViewPosition; JPEG/PNG files are unknown); images in other views "
+      "are quarantined, since the models are frontal",
+      parse=parse_views, show=lambda views: ",".join(views).lower())
+  patient_salt: str = setting(
+      "", "salt of the hashed DICOM PatientIDs, the patients of the split "
+      "(default: each data set's folder path; a secret salt keeps anyone "
+      "from testing a guessed PatientID against the hashes)")
   runner: str = setting("beam", "orchestrator on this machine",
                         choices=RUNNERS)
   beam_mode: str = setting(
@@ -245,6 +266,7 @@ class RunSettings:
     _check(1 <= self.eval_percent <= 50, f"eval_percent must be 1..50, got "
            f"{self.eval_percent}")
     check_patient_id_pattern(self.patient_id_pattern)
+    object.__setattr__(self, "views", parse_views(",".join(self.views)))
     _check_choice("runner", self.runner, RUNNERS)
     _check_choice("beam_mode", self.beam_mode, BEAM_MODES)
 

@@ -7,9 +7,14 @@
   client.status("cnn")                 # {1: "AVAILABLE"}
   Client("localhost:8500", label="canary")  # the versions labelled canary
 
+Images are JPEG, PNG or DICOM bytes: a DICOM file is sent as the 16-bit
+PNG ingestion makes of it (serving/dicom.py), so the model sees the pixels
+it was trained on.
+
 Every failed call raises a ClientError whose message is one line naming the
 server and the model; the server being down, a call running past its timeout
-and an unknown model or version have their own subclasses.
+and an unknown model or version have their own subclasses, and so has a
+DICOM file that cannot be used (BadImageError, raised before any call).
 """
 
 from typing import Dict, Mapping, Optional, Sequence, Union
@@ -26,6 +31,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from schema import contract
 from schema.settings import ServeSettings
+from serving import dicom
 
 
 class ClientError(Exception):
@@ -48,6 +54,11 @@ class DeadlineExceededError(ClientError):
 
 class ModelNotFoundError(ClientError):
   """The server has no such model, or not that version (NOT_FOUND)."""
+
+
+class BadImageError(ClientError):
+  """An image the client cannot send (a DICOM file it cannot convert);
+  `details` says why."""
 
 
 def _error(e: grpc.RpcError, server: str, model: str,
@@ -146,13 +157,13 @@ class Client:
   def predict(self, model: str, images: Sequence[bytes],
               signature: str = contract.SERVING_DEFAULT,
               version: Optional[int] = None) -> Dict[str, np.ndarray]:
-    """Encoded images (JPEG/PNG bytes) -> the signature's outputs.
+    """Encoded images (JPEG/PNG/DICOM bytes) -> the signature's outputs.
 
     serving_default answers `probabilities` [N, C] float32, `class_id` [N]
     int64 and `class_name` [N] bytes.
     """
     return self.predict_tensors(
-        model, {contract.IMAGES_INPUT: _strings(images)}, signature, version)
+        model, {contract.IMAGES_INPUT: _images(images)}, signature, version)
 
   def gradcam(self, model: str, images: Sequence[bytes],
               class_index: Optional[Union[int, Sequence[int]]] = None,
@@ -165,7 +176,7 @@ class Client:
     Returns `probabilities` [N, C], `class_id` [N] (the class explained),
     `heatmap` [N, H, W] float32 in [0, 1] and `overlay_png` [N] PNG bytes.
     """
-    inputs = {contract.IMAGES_INPUT: _strings(images)}
+    inputs = {contract.IMAGES_INPUT: _images(images)}
     if class_index is not None:
       inputs[contract.CLASS_INDEX_INPUT] = np.broadcast_to(
           np.asarray(class_index, np.int32), [len(images)])
@@ -193,6 +204,19 @@ class Client:
     response.metadata[contract.SIGNATURE_DEF_METADATA].Unpack(
         signature_defs)
     return dict(signature_defs.signature_def)
+
+
+def _images(images: Sequence[bytes]) -> tensor_pb2.TensorProto:
+  """The images input: DICOM files converted as ingestion converts them."""
+  converted = []
+  for i, data in enumerate(images):
+    try:
+      converted.append(dicom.as_image(data))
+    except dicom.DicomError as e:
+      raise BadImageError(f"image {i} is a DICOM file that cannot be used: "
+                          f"{e}", grpc.StatusCode.INVALID_ARGUMENT,
+                          str(e)) from e
+  return _strings(converted)
 
 
 def _strings(values: Sequence[bytes]) -> tensor_pb2.TensorProto:

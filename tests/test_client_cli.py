@@ -23,10 +23,12 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from bench import dicom_files
 from cxr import cli
 from schema import contract
 from schema.settings import ServeSettings
 from serving import client as serving_client
+from serving import dicom
 from serving import server
 from serving.export import signatures
 from tests.test_server import BINARY
@@ -126,6 +128,25 @@ def test_cxr_predict_one_line_per_image(served, tmp_path, capsys):
   assert f"{missing}: cannot read: No such file or directory" in err
   assert f"{garbage}: rejected by the server: " in err
   assert "not a JPEG or PNG image" in err
+
+
+def test_cxr_predict_takes_dicom_files(served, tmp_path, capsys):
+  good = tmp_path / "IM0001"  # no extension, as PACS exports write them
+  good.write_bytes(dicom_files.file_bytes(photometric="MONOCHROME1"))
+  bad = tmp_path / "IM0002.dcm"
+  bad.write_bytes(good.read_bytes()[:1000])
+  code = cli.main(["predict", str(good), str(bad), "--server",
+                   served.address, "--model", BINARY])
+  out, err = capsys.readouterr()
+  assert code == 1
+  row, = [line.split("\t") for line in out.splitlines()]
+  # Served as the 16-bit PNG ingestion makes of it.
+  expected = serving_client.Client(served.address).predict(
+      BINARY, [dicom.read(good.read_bytes()).png])
+  assert row[0] == str(good)
+  assert float(row[2]) == pytest.approx(
+      expected["probabilities"].max(), abs=1e-4)
+  assert f"{bad}: not sent: corrupt or truncated pixel data" in err
 
 
 def test_cxr_predict_against_an_unknown_model(served, tmp_path, capsys):

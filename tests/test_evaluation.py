@@ -35,9 +35,11 @@ def test_binary_evaluator_holds_every_metric_slice_and_plot(
   cells = sum(overall[k] for k in ("true_positives", "false_positives",
                                    "true_negatives", "false_negatives"))
   assert cells == overall["example_count"] == result.image_counts["test"]
-  # Synthetic images are grayscale JPEGs under 1000 px from one data set.
+  # Synthetic images are grayscale JPEGs under 1000 px from one data set,
+  # without a DICOM header.
   expected = {"label:0", "label:1", "source:data", "channels:1",
-              "size_bucket:<1000px", "diagnosis:normal",
+              "size_bucket:<1000px", "view_position:unknown",
+              "bits_stored:8", "diagnosis:normal",
               "diagnosis:bacterial", "diagnosis:viral"}
   assert expected <= set(metrics), sorted(metrics)
   per_kind = sum(metrics[f"diagnosis:{k}"]["example_count"]
@@ -64,7 +66,8 @@ def test_multiclass_config_has_per_class_precision_recall_and_matrix():
   assert list(per_class.binarize.class_ids.values) == [0, 1, 2]
   slices = {tuple(s.feature_keys) for s in config.slicing_specs}
   assert slices == {(), ("label",), ("source",), ("channels",),
-                    ("size_bucket",)}
+                    ("size_bucket",), ("modality",), ("view_position",),
+                    ("bits_stored",), ("photometric",), ("manufacturer",)}
 
 
 def test_cross_data_config_gates_nothing():

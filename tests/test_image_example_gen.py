@@ -21,7 +21,7 @@ from tests import test_pixel_limit
 
 def run_executor(data_dir, out_dir, task, eval_percent=25,
                  beam_args=(),
-                 patient_id_pattern=""):
+                 patient_id_pattern="", **more_properties):
   examples = standard_artifacts.Examples()
   examples.uri = os.path.join(out_dir, "examples")
   quarantine = image_example_gen.ImageQuarantine()
@@ -33,7 +33,7 @@ def run_executor(data_dir, out_dir, task, eval_percent=25,
               {"input_base": data_dir, "task": task, "source": "",
                "eval_percent": eval_percent, "split_salt": "cxr",
                "patient_id_pattern": patient_id_pattern,
-               "input_fingerprint": ""})
+               "input_fingerprint": "", **more_properties})
   counts = json.loads(examples.get_string_custom_property(
       layout.COUNTS_PROPERTY))
   with open(os.path.join(quarantine.uri,

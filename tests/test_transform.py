@@ -34,6 +34,16 @@ def _transform(instances, tmp_path):
   return transformed
 
 
+def transform_pixels(images, tmp_path):
+  """Encoded images -> their uint8 [SIZE, SIZE, 3] pixels, through Transform
+  as training runs it (tft_beam)."""
+  transformed = _transform([{"image": [image], "label": [0]}
+                            for image in images], tmp_path)
+  return [pixels_lib.image_from_transformed(
+      tf.constant([row[contract.PIXELS_KEY]]), SIZE).numpy()[0]
+          for row in transformed]
+
+
 def _expected_pixels(path):
   """An independent reference: PIL decode, grayscale -> RGB, resize."""
   with Image.open(path) as img:

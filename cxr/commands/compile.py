@@ -9,7 +9,8 @@ from schema import settings
 
 # The run settings that mean something on a cluster; the orchestrator and
 # the local Beam mode do not.
-RUN_FIELDS = ("models", "eval_percent", "patient_id_pattern", "enable_cache")
+RUN_FIELDS = ("models", "eval_percent", "patient_id_pattern", "views",
+              "patient_salt", "enable_cache")
 
 
 def register(subparsers) -> None:

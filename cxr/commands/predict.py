@@ -13,7 +13,8 @@ def register(subparsers) -> None:
       "predict", help="classify images with a served model (cxr serve or TF "
       "Serving)")
   parser.add_argument("images", nargs="+", metavar="IMAGE",
-                      help="JPEG or PNG files")
+                      help="JPEG, PNG or DICOM files (a DICOM file is sent "
+                      "as the 16-bit PNG ingestion makes of it)")
   parser.add_argument("--server",
                       default=settings.ServeSettings().local_address,
                       help="gRPC address HOST:PORT (default: %(default)s)")
@@ -81,6 +82,10 @@ def _predict_each(connection, args) -> int:
       else:
         outputs = connection.predict(args.model, [image],
                                      version=args.version)
+    except client.BadImageError as e:
+      print(f"{path}: not sent: {e.details}", file=sys.stderr)
+      failed = True
+      continue
     except client.ClientError as e:
       if e.code == grpc.StatusCode.INVALID_ARGUMENT:
         # This image (e.g. not a JPEG/PNG), not the server: go on.
