@@ -131,6 +131,9 @@ def _check_image(dataset) -> None:
     raise DicomError(f"colour image ({photometric or 'no photometric'}, "
                      f"{samples} samples per pixel) where grayscale "
                      "(MONOCHROME1/2) is expected")
+  bits = int(dataset.get("BitsStored", 0) or 0)
+  if not 1 <= bits <= 16:
+    raise DicomError(f"{bits} bits stored: 1 to 16 are taken")
   rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
   if rows * columns > contract.MAX_IMAGE_PIXELS:
     raise DicomError(f"DICOM of {columns}x{rows}: more than "
@@ -160,6 +163,18 @@ def _pixels(dataset):
 def read(data: bytes) -> DicomImage:
   """A DICOM file's bytes -> its displayed pixels as a 16-bit PNG, and its
   attributes. DicomError says why a file cannot be used."""
+  try:
+    return _displayed(data)
+  except DicomError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # pydicom parses an attribute when it is first read: a malformed one
+    # (a Rows of "abc") fails wherever that is.
+    raise DicomError(f"malformed DICOM attribute ({type(e).__name__})"
+                     ) from e
+
+
+def _displayed(data: bytes) -> DicomImage:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   pydicom = _pydicom()

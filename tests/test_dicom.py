@@ -154,6 +154,15 @@ def _two_frames():
   return dicom_files.encode(ds)
 
 
+def _malformed_frames():
+  ds = dicom_files.dataset(dicom_files.ramp())
+  ds.NumberOfFrames = 1
+  data = dicom_files.encode(ds)
+  # Number of Frames (0028,0008), IS: "1 " becomes "x ", not a number.
+  at = data.index(b"\x28\x00\x08\x00IS\x02\x00") + 8
+  return data[:at] + b"x " + data[at + 2:]
+
+
 BAD = {
     "truncated": (_truncated, "truncated"),
     "no pixel data": (_without_pixels, "no pixel data (Basic Text SR "
@@ -167,6 +176,9 @@ BAD = {
         np.full((40, 40), 700, np.uint16)), "every pixel has the same value"),
     "rt plan": (lambda: bundled("rtplan.dcm"), "no pixel data (RT Plan "
                 "Storage)"),
+    "32 bits": (lambda: dicom_files.file_bytes(bits_stored=32),
+                "32 bits stored: 1 to 16 are taken"),
+    "malformed": (_malformed_frames, "malformed DICOM attribute"),
 }
 
 
@@ -230,7 +242,7 @@ def hospital_export(real_binary_subset, tmp_path_factory):
   _write(lateral, dicom_files.file_bytes(view="LL",
                                          patient_id="MRN-train-NORMAL-0"))
   bad = {name: make() for name, (make, _) in BAD.items()
-         if name in ("truncated", "no plugin", "rgb")}
+         if name in ("truncated", "no plugin", "rgb", "malformed")}
   for name, data in bad.items():
     _write(root / "train" / "PNEUMONIA" / name.replace(" ", "_"), data)
   shutil.copy(real[0], root / "train" / "NORMAL" / "IM-0001-0001.jpeg")
@@ -254,7 +266,7 @@ def test_a_hospital_export_is_ingested_by_patient(hospital_export, tmp_path,
     assert reason in reasons.pop(path)
   assert not reasons
   # 20 DICOM images of 10 patients and the JPEG; nothing lost.
-  assert counts["ingested"] == 21 and counts["seen"] == 25
+  assert counts["ingested"] == 21 and counts["seen"] == 26
   assert counts[image_example_gen.SPLIT_BY_IMAGE] == 0
   assert counts[image_example_gen.DICOM] == 20
   by_split = test_image_example_gen.all_examples(examples)
