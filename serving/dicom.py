@@ -49,6 +49,10 @@ class DicomError(ValueError):
   """The DICOM file cannot be used; the message says why."""
 
 
+# Not a file's fault: never turned into a DicomError.
+_INTERRUPTS = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
 @dataclasses.dataclass(frozen=True)
 class Attributes:
   """What an example keeps of an image's header (schema/<task>/schema.pbtxt).
@@ -145,7 +149,12 @@ def _pixels(dataset):
   pydicom = _pydicom()
   try:
     return dataset.pixel_array
-  except Exception as e:  # pylint: disable=broad-except
+  # pylint: disable-next=broad-exception-caught
+  except BaseException as e:
+    # Rust decoders (pylibjpeg-rle) raise a PanicException, which is a
+    # BaseException, on some corrupt data.
+    if isinstance(e, _INTERRUPTS):
+      raise
     syntax = getattr(getattr(dataset, "file_meta", None),
                      "TransferSyntaxUID", None)
     name = getattr(syntax, "name", None) or str(syntax or "unknown")
@@ -167,7 +176,10 @@ def read(data: bytes) -> DicomImage:
     return _displayed(data)
   except DicomError:
     raise
-  except Exception as e:  # pylint: disable=broad-except
+  # pylint: disable-next=broad-exception-caught
+  except BaseException as e:
+    if isinstance(e, _INTERRUPTS):
+      raise
     # pydicom parses an attribute when it is first read: a malformed one
     # (a Rows of "abc") fails wherever that is.
     raise DicomError(f"malformed DICOM attribute ({type(e).__name__})"
