@@ -132,7 +132,7 @@ def plain_loop(input_base: str, task: str, out: str) -> Dict[str, int]:
     quarantined += [(q.path, q.reason) for q in bad]
   # The component's per-file step itself, so that the checks are the same.
   # pylint: disable-next=protected-access
-  check = image_example_gen._ReadAndCheck(task)
+  check = image_example_gen._ReadAndCheck(task, settings.RunSettings().views)
   os.makedirs(out)
   writers = {s: tf.io.TFRecordWriter(os.path.join(out, f"{s}.tfrecord.gz"),
                                      options="GZIP")
