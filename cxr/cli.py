@@ -37,7 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args, rest = parser.parse_known_args(argv)
+  if rest and rest[0] == "--" and hasattr(args, "passed_on"):
+    # argparse gives a positional `nargs="*"` its (empty) share as soon as
+    # the positionals before it are read, so `cxr bench NAME --record --
+    # ARGS` leaves ARGS over; they are the command's to pass on.
+    setattr(args, args.passed_on, getattr(args, args.passed_on) + rest[1:])
+  elif rest:
+    parser.error(f"unrecognized arguments: {' '.join(rest)}")
   return args.func(args)
 
 

@@ -39,6 +39,19 @@ def test_every_benchmark_runs_and_ends_with_its_ratio(name, smoke_runs):
   assert any(l.startswith("cores: ") for l in lines), lines[:5]
 
 
+def test_arguments_after_the_double_dash_reach_the_benchmark(monkeypatch):
+  ran = []
+  monkeypatch.setattr(bench_command, "run_one",
+                      lambda name, args: (ran.append(args) or 1, []))
+  for argv in (["bench", "scale", "--", "--rounds", "2"],
+               ["bench", "scale", "--record", "F", "--", "--rounds", "2"],
+               ["bench", "scale", "--record", "--", "--rounds", "2"]):
+    assert cli.main(argv) == 1
+  assert ran == [["--rounds", "2"]] * 3
+  with pytest.raises(SystemExit):
+    cli.main(["bench", "scale", "--rounds", "2"])
+
+
 def test_ratio_is_read_from_the_last_line_only():
   assert bench_command.ratio_of(["ratio: 2", "x: 1", "ratio: 1.5", ""]) == 1.5
   assert bench_command.ratio_of(["ratio: 2", "done"]) is None

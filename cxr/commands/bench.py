@@ -36,7 +36,7 @@ def register(subparsers) -> None:
                       "the repository's BENCHMARKS.md)")
   parser.add_argument("args", nargs="*", help="passed on to the benchmark "
                       "(after --)")
-  parser.set_defaults(func=main)
+  parser.set_defaults(func=main, passed_on="args")
 
 
 def _repo() -> str:
