@@ -32,7 +32,6 @@ import dataclasses
 import io
 import json
 import os
-import stat
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from absl import logging
@@ -122,10 +121,7 @@ class _ReadAndCheck(beam.DoFn):
     record, split = element
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     try:
-      if layout.is_local(record.path) and not stat.S_ISREG(
-          os.stat(record.path).st_mode):
-        # A FIFO blocks its reader until someone writes to it: reading it
-        # hung the whole run.
+      if image_layouts.is_special_file(record.path):
         raise image_examples.BadImage(
             "not a regular file (a FIFO, socket or device): not read")
       with fileio.open(record.path, "rb") as f:

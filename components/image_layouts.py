@@ -369,17 +369,28 @@ def for_task(listed: Listed, task: str) -> Listed:
   return listed
 
 
+def is_special_file(path: str) -> bool:
+  """Whether a local path is not a regular file (a FIFO, socket or device):
+  reading a FIFO blocks until someone writes to it, which hung a whole run.
+  Object stores (gs://) hold regular files only."""
+  return is_local(path) and not stat.S_ISREG(os.stat(path).st_mode)
+
+
+def for_run(listed: Listed, task: str, salt: str) -> Listed:
+  """A listed input as the run takes it, wherever it is listed: the task's
+  rule (for_task), then a DICOM file's patient (with_dicom_patient)."""
+  listed = for_task(listed, task)
+  if isinstance(listed, ImageRecord):
+    listed = with_dicom_patient(listed, salt)
+  return listed
+
+
 def default_patient_salt(root: str) -> str:
   """The salt of a data set's hashed PatientIDs when the run names none:
   its folder, so that two data sets never share hashes. Anyone who knows
   the folder can test a guessed PatientID against a hash; a secret
   --patient-salt prevents that."""
   return root.rstrip("/")
-
-
-def salts(folders: Iterable[Folder]) -> Dict[str, str]:
-  """{source: patient salt} of a run's folders."""
-  return {f.source: f.patient_salt for f in folders}
 
 
 def with_dicom_patient(record: ImageRecord, salt: str) -> ImageRecord:
@@ -394,11 +405,10 @@ def with_dicom_patient(record: ImageRecord, salt: str) -> ImageRecord:
   if not dicom.is_candidate(record.path):
     return record
   try:
-    if is_local(record.path) and not stat.S_ISREG(
-        os.stat(record.path).st_mode):
+    if is_special_file(record.path):
       return record  # a FIFO would block this reader
     with fileio.open(record.path, "rb") as f:
-      if not dicom.is_dicom(f.read(dicom.header_bytes())):
+      if not dicom.is_dicom(f.read(dicom.HEADER_BYTES)):
         return record
       f.seek(0)
       hashed = dicom.hashed_patient_id(f, salt)
@@ -498,9 +508,7 @@ def list_images(root: str, task: str, source: str = "",
   records, quarantined = [], []
   for folder in folders:
     for listed in _list_folder(folder):
-      listed = for_task(listed, task)
-      if isinstance(listed, ImageRecord):
-        listed = with_dicom_patient(listed, folder.patient_salt)
+      listed = for_run(listed, task, folder.patient_salt)
       (records if isinstance(listed, ImageRecord) else quarantined).append(
           listed)
   return layout, records, quarantined, ignored

@@ -162,8 +162,8 @@ def _judge(keyed, folders: Dict[str, ImageFolder]):
 
 
 class _ForTask(beam.DoFn):
-  """Counts a listed input; applies the task's rule and, to a DICOM file,
-  its hashed PatientID (image_layouts.with_dicom_patient)."""
+  """Counts a listed input and takes it as the run does
+  (image_layouts.for_run: the task's rule, a DICOM file's patient)."""
 
   def __init__(self, task: str, salts: Dict[str, str]):
     self._task = task
@@ -172,11 +172,9 @@ class _ForTask(beam.DoFn):
 
   def process(self, listed):
     self._seen.inc()
-    listed = image_layouts.for_task(listed, self._task)
-    if isinstance(listed, ImageRecord):
-      listed = image_layouts.with_dicom_patient(listed,
-                                                self._salts[listed.source])
-    yield listed
+    salt = (self._salts[listed.source] if isinstance(listed, ImageRecord)
+            else "")
+    yield image_layouts.for_run(listed, self._task, salt)
 
 
 class ListImages(beam.PTransform):
@@ -218,7 +216,8 @@ class ListImages(beam.PTransform):
     return ((matched[_LISTED], rows[_LISTED], joined, links)
             | "AllListed" >> beam.Flatten()
             | "ForTask" >> beam.ParDo(_ForTask(
-                self._task, image_layouts.salts(self._folders))))
+                self._task, {f.source: f.patient_salt
+                             for f in self._folders})))
 
 
 class _TrainPatients(beam.CombineFn):

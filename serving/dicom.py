@@ -33,6 +33,7 @@ from schema import contract
 # A DICOM Part 10 file: a 128-byte preamble, then these four bytes.
 _PREAMBLE_BYTES = 128
 DICOM_MAGIC = b"DICM"
+HEADER_BYTES = _PREAMBLE_BYTES + len(DICOM_MAGIC)  # what is_dicom needs
 # File names read as DICOM candidates during listing (besides files without
 # an extension, as PACS exports often write them).
 DICOM_EXTENSIONS = (".dcm", ".dicom")
@@ -76,11 +77,6 @@ def is_dicom(data: bytes) -> bool:
   """Whether bytes (a whole file, or its first 132 bytes) are DICOM Part 10."""
   return data[_PREAMBLE_BYTES:_PREAMBLE_BYTES + len(DICOM_MAGIC)] == (
       DICOM_MAGIC)
-
-
-def header_bytes() -> int:
-  """How many leading bytes of a file is_dicom needs."""
-  return _PREAMBLE_BYTES + len(DICOM_MAGIC)
 
 
 def is_candidate(file_name: str) -> bool:
