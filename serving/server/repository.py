@@ -196,8 +196,12 @@ class ModelRepository:
       on_disk = layout.served_models(self.base)
       wanted = self._wanted_labels()
       for name in sorted(set(on_disk) | set(self._models)):
+        # Versions the labels name now stay too: a request may have read a
+        # label a moment before _publish_labels moves it, and must find its
+        # version loaded; a later poll drops it.
         self._update(name, on_disk.get(name, {}),
-                     set(wanted.get(name, {}).values()))
+                     set(wanted.get(name, {}).values())
+                     | set(self._labels.get(name, {}).values()))
       self._publish_labels(wanted)
 
   def _wanted_labels(self) -> Dict[str, Dict[str, int]]:
