@@ -17,6 +17,9 @@ Presets:
                 128-px runs here) and then resnet_small (20 epochs), each
                 with its own recipe (--epochs sets both)
   input-size    both-data's binary run at 160 and 192 px (20 epochs)
+  aspect-ratio  both-data's binary run with the images squashed to the
+                square and with their aspect ratio kept (--resize pad),
+                seeds 42 and 7, alternating
   mixed-precision  cnn_aug, binary, chest_xray at 128 px (10 epochs) in
                 float32 and in mixed bfloat16, seeds 1-3, alternating: what
                 bfloat16 does to the thesis model's accuracy and AUC
@@ -85,6 +88,13 @@ def presets(epochs, learning_rate=None):
            model=contract.RESNET_SMALL, task="binary", size=size,
            epochs=epochs or 20, class_weight="none", data=BOTH_DATA)
       for size in (160, 192)]
+  # The aspect-ratio lever: squashed (the thesis's) against padded.
+  table["aspect-ratio"] = [
+      dict(name=f"both-binary-{contract.RESNET_SMALL}-128-{resize}-seed{seed}",
+           model=contract.RESNET_SMALL, task="binary", size=128,
+           epochs=epochs or 20, class_weight="none", data=BOTH_DATA,
+           seed=seed, resize=resize)
+      for seed in (42, 7) for resize in settings.RESIZE_MODES]
   # The performance issue's check before bfloat16 may become the thesis
   # models' default where the CPU has AMX.
   table["mixed-precision"] = [
@@ -116,6 +126,8 @@ def run_one(spec, out_root):
     command += ["--seed", str(spec["seed"])]
   if spec.get("mixed_precision"):
     command += ["--mixed-precision", spec["mixed_precision"]]
+  if spec.get("resize"):
+    command += ["--resize", spec["resize"]]
   print("$", " ".join(command), flush=True)
   start = time.perf_counter()
   with open(out + ".log", "w") as log:

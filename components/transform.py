@@ -14,11 +14,13 @@ from serving.export import pixels
 
 
 _IMAGE_SIZE = "image_size"
+_RESIZE = "resize"
 
 
-def make_custom_config(image_size: int) -> dict:
+def make_custom_config(image_size: int,
+                       resize: str = settings.SQUASH) -> dict:
   """Transform's custom_config, as the pipeline passes it."""
-  return {_IMAGE_SIZE: image_size}
+  return {_IMAGE_SIZE: image_size, _RESIZE: resize}
 
 
 def image_size_from(custom_config) -> int:
@@ -26,6 +28,12 @@ def image_size_from(custom_config) -> int:
   one."""
   return int((custom_config or {}).get(
       _IMAGE_SIZE, settings.TrainingSettings().image_size))
+
+
+def resize_from(custom_config) -> str:
+  """The resize mode of make_custom_config(); squash without one (a
+  Transform graph made before the setting existed)."""
+  return (custom_config or {}).get(_RESIZE, settings.SQUASH)
 
 
 def _squeeze_last(x: tf.Tensor) -> tf.Tensor:
@@ -38,6 +46,7 @@ def preprocessing_fn(inputs, custom_config):
   encoded = _squeeze_last(inputs[contract.IMAGE_KEY])
   return {
       contract.PIXELS_KEY: pixels.serialized_pixels(
-          encoded, image_size_from(custom_config)),
+          encoded, image_size_from(custom_config),
+          resize_from(custom_config)),
       contract.LABEL_KEY: _squeeze_last(inputs[contract.LABEL_KEY]),
   }

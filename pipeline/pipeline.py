@@ -178,7 +178,8 @@ def create_pipeline(
       preprocessing_fn=TRANSFORM_FN,
       splits_config=tfx.proto.SplitsConfig(
           analyze=[contract.TRAIN], transform=list(contract.SPLITS)),
-      custom_config=transform.make_custom_config(training.image_size),
+      custom_config=transform.make_custom_config(training.image_size,
+                                                 training.resize),
       # Statistics of serialized pixels say nothing a person can use.
       disable_statistics=True)
   transform_component.add_upstream_node(gate)

@@ -95,6 +95,10 @@ CONSTANT, COSINE = "constant", "cosine"
 LR_SCHEDULES = ("", CONSTANT, COSINE)
 CLASS_WEIGHTS = ("none", "balanced")
 CALIBRATIONS = ("temperature", "none")
+# How an image becomes the models' square input: stretched to it (the
+# thesis's Keras loader) or scaled to fit with black bars, aspect kept.
+SQUASH, PAD = "squash", "pad"
+RESIZE_MODES = (SQUASH, PAD)
 # How the decision threshold is chosen on the eval split: the highest one
 # reaching a sensitivity, the lowest one reaching a specificity, or given.
 OPERATING_RULES = ("sensitivity", "specificity", "threshold")
@@ -120,6 +124,11 @@ def parse_operating_point(text: str) -> Tuple[str, float]:
 class TrainingSettings:
   """What the Trainer does with one model (Table 1 of the thesis)."""
   image_size: int = setting(224, "input side of the models, px")
+  resize: str = setting(
+      SQUASH, "how an image becomes the models' square input: squash "
+      "(stretched, as the thesis's loader did) or pad (scaled to fit, "
+      "aspect ratio kept, black bars); every signature does the same",
+      choices=RESIZE_MODES)
   epochs: int = setting(30, "training epochs")
   batch_size: int = setting(32, "images per training step")
   optimizer: str = setting(
@@ -191,6 +200,7 @@ class TrainingSettings:
     _check_choice("optimizer", self.optimizer, OPTIMIZERS)
     _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
     _check_choice("calibration", self.calibration, CALIBRATIONS)
+    _check_choice("resize", self.resize, RESIZE_MODES)
     parse_operating_point(self.operating_point)
 
   @property

@@ -8,6 +8,7 @@ import pytest
 from tfx.utils import import_utils
 import yaml
 
+from components import transform
 from cxr import cli
 from kubeflow import v2_runner
 from pipeline import pipeline as pipeline_lib
@@ -189,13 +190,19 @@ def test_cxr_compile_writes_the_job(tmp_path, capsys):
                    "--output", str(out), "--image", IMAGE,
                    "--pipeline-root", "gs://b/root", "--data", "gs://b/data",
                    "--beam-runner", "direct", "--models", "cnn",
-                   "--epochs", "3", "--gpu", "none"])
+                   "--epochs", "3", "--gpu", "none", "--resize", "pad"])
   assert code == 0, capsys.readouterr()
   job = json.loads(out.read_text())
   spec = v2_runner.check_spec(job)
-  config = json.loads(spec.root.dag.tasks["Trainer_cnn"].inputs.parameters[
-      "custom_config"].runtime_value.constant_value.string_value)
+
+  def custom_config(task):
+    return json.loads(spec.root.dag.tasks[task].inputs.parameters[
+        "custom_config"].runtime_value.constant_value.string_value)
+
+  config = custom_config("Trainer_cnn")
   assert config["epochs"] == 3 and config["model"] == "cnn"
+  # The resize mode is Transform's: every signature runs its graph.
+  assert transform.resize_from(custom_config("Transform")) == settings.PAD
   pusher = json.dumps(json.loads(spec.root.dag.tasks[
       "Pusher_cnn"].inputs.parameters["push_destination"].runtime_value
                                  .constant_value.string_value))

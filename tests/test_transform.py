@@ -12,6 +12,7 @@ from tensorflow_transform.tf_metadata import schema_utils
 
 from components import transform
 from schema import contract
+from schema import settings
 from serving.export import pixels as pixels_lib
 
 SIZE = 48
@@ -24,13 +25,13 @@ def _raw_metadata():
   }))
 
 
-def _transform(instances, tmp_path):
+def _transform(instances, tmp_path, resize=settings.SQUASH):
   with tft_beam.Context(temp_dir=str(tmp_path)):
     (transformed, _), _ = (
         (instances, _raw_metadata())
         | tft_beam.AnalyzeAndTransformDataset(
             lambda inputs: transform.preprocessing_fn(
-                inputs, {"image_size": SIZE})))
+                inputs, transform.make_custom_config(SIZE, resize))))
   return transformed
 
 
@@ -90,3 +91,31 @@ def test_png_rgb_and_odd_sizes(tmp_path):
         tf.constant([row[contract.PIXELS_KEY]]), SIZE).numpy()[0]
     # PNG is lossless: exactly the reference.
     assert np.array_equal(pixels, _expected_pixels(path))
+
+
+def _png(pixels, path):
+  Image.fromarray(pixels).save(path)
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def test_pad_keeps_the_aspect_ratio_between_black_bars(tmp_path):
+  # A wide and a tall grey image, 2.5 times as long as broad: at 48 px the
+  # image is 19.2 px broad, between two black bars of about 14 px.
+  wide = _png(np.full((40, 100), 200, np.uint8), str(tmp_path / "wide.png"))
+  tall = _png(np.full((100, 40), 200, np.uint8), str(tmp_path / "tall.png"))
+  instances = [{"image": [e], "label": [0]} for e in (wide, tall)]
+
+  def pixels(resize):
+    return [pixels_lib.image_from_transformed(
+        tf.constant([row[contract.PIXELS_KEY]]), SIZE).numpy()[0, ..., 0]
+            for row in _transform(instances, tmp_path / resize, resize)]
+
+  assert all(np.all(image == 200) for image in pixels(settings.SQUASH))
+  padded_wide, padded_tall = pixels(settings.PAD)
+  for across in (padded_wide, padded_tall.T):  # rows across the long side
+    grey = (across == 200).all(axis=1)
+    black = (across == 0).all(axis=1)
+    assert 18 <= grey.sum() <= 20, grey
+    assert black[:14].all() and black[-14:].all()
+    assert grey[SIZE // 2 - 9:SIZE // 2 + 9].all()

@@ -2,8 +2,8 @@
 rebuilds them.
 
 Decodes JPEG/PNG (a 16-bit PNG scaled by the bits it uses), makes
-grayscale 3-channel, resizes to `image_size`
-(squashed to a square, as the thesis's Keras loader did) and keeps uint8
+grayscale 3-channel, resizes to `image_size` (squashed to a square, as
+the thesis's Keras loader did, or scaled to fit with black bars) and keeps uint8
 pixels: 4x smaller than float32. tf.Example has no uint8 type, so the
 pixels travel as one serialized uint8 tensor per image
 (`tf.io.serialize_tensor`); `image_from_transformed` is the inverse, used
@@ -13,6 +13,7 @@ by the Trainer's input pipeline and by every serving signature.
 import tensorflow as tf
 
 from schema import contract
+from schema import settings
 
 
 def _taken_format(encoded: tf.Tensor) -> tf.Tensor:
@@ -151,8 +152,27 @@ def _decode(encoded: tf.Tensor) -> tf.Tensor:
                  eight_bit)
 
 
-def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+def _fit_between_bars(image: tf.Tensor, size: int) -> tf.Tensor:
+  """[h, w, c] -> [size, size, c]: the long side scaled to `size`, the
+  short side in proportion, centred between black bars.
+
+  Not tf.image.resize_with_pad: it floors the scaled side, and in a graph,
+  where the shape is not known, 100 * (48 / 100) floors to 47, leaving a
+  black line at the image's edge; rounding keeps the side whole.
+  """
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  fitted = tf.cast(tf.round(shape * (size / tf.reduce_max(shape))), tf.int32)
+  image = tf.image.resize(image, tf.maximum(fitted, 1), antialias=True)
+  return tf.image.resize_with_crop_or_pad(image, size, size)
+
+
+def decode_and_resize(encoded: tf.Tensor, image_size: int,
+                      resize: str = settings.SQUASH) -> tf.Tensor:
   """One encoded JPEG/PNG string -> uint8 [image_size, image_size, 3].
+
+  resize (settings.RESIZE_MODES): squash stretches the image to the
+  square; pad scales it to fit and centres it between black bars, so a
+  wide chest stays as wide as it is.
 
   Other formats TensorFlow could decode (GIF, BMP) are refused, with
   InvalidArgumentError, as ingestion quarantines them: a model serves the
@@ -170,15 +190,20 @@ def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
       [f"image larger than {contract.MAX_IMAGE_PIXELS} pixels:", declared])
   with tf.control_dependencies([small]):
     image = _decode(encoded)
-  image = tf.image.resize(image, [image_size, image_size], antialias=True)
+  if resize == settings.PAD:
+    image = _fit_between_bars(image, image_size)
+  else:
+    image = tf.image.resize(image, [image_size, image_size], antialias=True)
   image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
   return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
-def serialized_pixels(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+def serialized_pixels(encoded: tf.Tensor, image_size: int,
+                      resize: str = settings.SQUASH) -> tf.Tensor:
   """Encoded images [batch] -> serialized uint8 pixel tensors [batch]."""
   return tf.map_fn(
-      lambda e: tf.io.serialize_tensor(decode_and_resize(e, image_size)),
+      lambda e: tf.io.serialize_tensor(
+          decode_and_resize(e, image_size, resize)),
       encoded, fn_output_signature=tf.string)
 
 
