@@ -20,6 +20,9 @@ Presets:
   aspect-ratio  both-data's binary run with the images squashed to the
                 square and with their aspect ratio kept (--resize pad),
                 seeds 42 and 7, alternating
+  cross-data    resnet_small, binary, 128 px (20 epochs), trained on each
+                shared data set and scored on the other's test split
+                (--cross-data) as well as on its own: the robustness check
   mixed-precision  cnn_aug, binary, chest_xray at 128 px (10 epochs) in
                 float32 and in mixed bfloat16, seeds 1-3, alternating: what
                 bfloat16 does to the thesis model's accuracy and AUC
@@ -95,6 +98,14 @@ def presets(epochs, learning_rate=None):
            epochs=epochs or 20, class_weight="none", data=BOTH_DATA,
            seed=seed, resize=resize)
       for seed in (42, 7) for resize in settings.RESIZE_MODES]
+  # The robustness check: trained on one data set, tested on the other.
+  table["cross-data"] = [
+      dict(name=f"{os.path.basename(DATA[trained])}-{contract.RESNET_SMALL}"
+           f"-128-cross", model=contract.RESNET_SMALL, task="binary",
+           size=128, epochs=epochs or 20, class_weight="none",
+           data=DATA[trained], cross_data=DATA[other])
+      for trained, other in ((contract.BINARY, contract.MULTICLASS),
+                             (contract.MULTICLASS, contract.BINARY))]
   # The performance issue's check before bfloat16 may become the thesis
   # models' default where the CPU has AMX.
   table["mixed-precision"] = [
@@ -128,6 +139,8 @@ def run_one(spec, out_root):
     command += ["--mixed-precision", spec["mixed_precision"]]
   if spec.get("resize"):
     command += ["--resize", spec["resize"]]
+  if spec.get("cross_data"):
+    command += ["--cross-data", spec["cross_data"]]
   print("$", " ".join(command), flush=True)
   start = time.perf_counter()
   with open(out + ".log", "w") as log:
@@ -144,6 +157,8 @@ def run_one(spec, out_root):
               epoch_seconds=[round(s, 1) for s in history["seconds"]],
               exported_epoch=history.get("exported_epoch"),
               metrics=result.metrics, intervals=result.intervals,
+              cross_metrics=result.cross_metrics,
+              cross_intervals=result.cross_intervals,
               operating_point=history.get("operating_point"),
               calibration={k: v for k, v in (history.get("calibration")
                                              or {}).items()
@@ -152,6 +167,18 @@ def run_one(spec, out_root):
 
 
 def row(r):
+  """The run's Markdown row; with --cross-data, a second row of the same
+  model scored on the other data set's test split."""
+  rows = [_row(r)]
+  if r.get("cross_metrics"):
+    other = os.path.basename(r["cross_data"])
+    rows.append(_row(dict(r, name=f"{r['name']}, on {other}",
+                          metrics=r["cross_metrics"],
+                          intervals=r["cross_intervals"])))
+  return "\n".join(rows)
+
+
+def _row(r):
   overall = r["metrics"].get("Overall", {})
   secs = r["epoch_seconds"]
   bounds = r.get("intervals", {}).get("Overall", {})
