@@ -118,13 +118,15 @@ def make_eval_config(task: str,
   `min_accuracy`, `min_recall` and `min_specificity` apply at the operating
   point, `min_auc` to the AUC. 3-class: accuracy, loss, one-vs-rest AUC and
   per-class precision and recall (of the arg-max class), the confusion
-  matrix; gated on accuracy. thresholds=False: no floors and no regression
-  rule (cross-data scoring). confidence_intervals: TFMA's Poisson bootstrap
-  95% intervals on every metric; blessing stays on the point estimates.
+  matrix; gated on accuracy; and its served pneumonia decision (1 -
+  P(normal) at its threshold) against pneumonia of either kind, by the same
+  `*_at_threshold` names, ungated. thresholds=False: no floors and no
+  regression rule (cross-data scoring). confidence_intervals: TFMA's
+  Poisson bootstrap 95% intervals on every metric; blessing stays on the
+  point estimates.
   """
   contract.check_task(task)
   gate = dict(thresholds=thresholds)
-  at_threshold = []
   if task == contract.BINARY:
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
@@ -151,10 +153,10 @@ def make_eval_config(task: str,
             config=f'"specificity": {SENSITIVITY_AT_SPECIFICITY}'),
         tfma.MetricConfig(class_name="CalibrationPlot"),
     ]
-    at_threshold = [tfma.MetricsSpec(
-        metrics=_at_threshold_metrics(gates, thresholds),
-        output_names=[contract.PNEUMONIA_DECISION])]
     slice_features = SLICE_FEATURES + BINARY_SLICE_FEATURES
+    model_spec = tfma.ModelSpec(signature_name=contract.TF_EXAMPLE,
+                                label_key=contract.LABEL_KEY,
+                                preprocessing_function_names=[])
   else:
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
@@ -164,10 +166,23 @@ def make_eval_config(task: str,
         tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
     ]
     slice_features = SLICE_FEATURES
+    # The decision is scored against the label in its own terms, which the
+    # exported model's pneumonia_label signature gives TFMA: a 3-class
+    # label cannot be a binary metric's.
+    model_spec = tfma.ModelSpec(
+        signature_name=contract.TF_EXAMPLE,
+        label_keys={contract.OUTPUTS: contract.LABEL_KEY,
+                    contract.PNEUMONIA_DECISION: contract.PNEUMONIA_LABEL},
+        preprocessing_function_names=[contract.PNEUMONIA_LABEL_SIGNATURE])
   # The exported model answers a dict; each spec names the output it scores.
   metrics_specs = [tfma.MetricsSpec(metrics=metrics,
                                     output_names=[contract.OUTPUTS])]
-  metrics_specs += at_threshold
+  # The served decision; its floors are the binary task's alone (a 3-class
+  # model is blessed on its 3-class accuracy).
+  metrics_specs.append(tfma.MetricsSpec(
+      metrics=_at_threshold_metrics(
+          gates, thresholds and task == contract.BINARY),
+      output_names=[contract.PNEUMONIA_DECISION]))
   if task == contract.MULTICLASS:
     # One-vs-rest per class (normal, bacterial, viral); top_k 1 makes
     # precision and recall those of the arg-max prediction. Except on exact
@@ -185,9 +200,7 @@ def make_eval_config(task: str,
         output_names=[contract.OUTPUTS]))
   return tfma.EvalConfig(
       options=evaluation_options(confidence_intervals),
-      model_specs=[tfma.ModelSpec(signature_name=contract.TF_EXAMPLE,
-                                  label_key=contract.LABEL_KEY,
-                                  preprocessing_function_names=[])],
+      model_specs=[model_spec],
       slicing_specs=[tfma.SlicingSpec()] + [
           tfma.SlicingSpec(feature_keys=[feature])
           for feature in slice_features],

@@ -102,6 +102,12 @@ PNEUMONIA_PROBABILITY = "pneumonia_probability"  # [batch] float32
 THRESHOLD = "threshold"  # [batch] float32, the same value in every row
 PNEUMONIA_DECISION = "pneumonia_decision"  # [batch] 0/1 (float32 in
 # serving_tf_example, where TFMA scores it as a prediction; int64 elsewhere)
+# A tf.Example's label in the decision's terms: 1.0 for pneumonia of any
+# kind, 0.0 for normal ([batch, 1] float32). TFMA reads it as the label of
+# PNEUMONIA_DECISION, which a 3-class label (0/1/2) cannot be; the Trainer
+# exports the signature, TFMA calls it as a preprocessing function.
+PNEUMONIA_LABEL_SIGNATURE = "pneumonia_label"
+PNEUMONIA_LABEL = "pneumonia_label"
 HEATMAP = "heatmap"  # gradcam: [batch, S, S] in [0, 1]
 OVERLAY_PNG = "overlay_png"  # gradcam: [batch] PNG bytes
 # serving_default's batch sizes in the warm-up file of every export

@@ -134,6 +134,22 @@ def test_cross_data_evaluation_maps_the_labels(task, real_binary_subset,
   # own data set's.
   assert f"source:{os.path.basename(cross)}" in cross_metrics
   assert f"source:{os.path.basename(data)}" in result.models["cnn"].metrics
+  # Either task's served decision is scored against pneumonia of any
+  # kind: its true positives and false negatives are the pneumonias.
+  pneumonias = sum(n for label, n in expected.items()
+                   if label != contract.NORMAL_CLASS)
+  for metrics in (result.models["cnn"].metrics, cross_metrics):
+    overall = metrics["Overall"]
+    found = {k: overall[k + eval_config.AT_THRESHOLD] for k in (
+        "true_positives", "false_negatives", "true_negatives",
+        "false_positives")}
+    assert sum(found.values()) == overall["example_count"], found
+    if metrics is cross_metrics:
+      assert found["true_positives"] + found["false_negatives"] == (
+          pneumonias), (found, expected)
+    normal = metrics[f"label:{contract.NORMAL_CLASS}"]
+    assert normal["true_positives" + eval_config.AT_THRESHOLD] == 0
+    assert normal["false_negatives" + eval_config.AT_THRESHOLD] == 0
 
 
 def _split_scores(examples_uri, split, loaded):

@@ -118,6 +118,17 @@ def test_the_served_decision_follows_the_exported_threshold(
   np.testing.assert_allclose(served[contract.THRESHOLD], threshold)
   np.testing.assert_array_equal(scored[contract.PNEUMONIA_DECISION].numpy(),
                                 expected[:, None].astype(np.float32))
+  # The label TFMA scores the decision against: pneumonia of any kind.
+  labelled = tf.constant([tf.train.Example(features=tf.train.Features(
+      feature={contract.LABEL_KEY: tf.train.Feature(
+          int64_list=tf.train.Int64List(value=[label]))})).SerializeToString()
+                          for label in range(contract.class_count(task))]
+                         + [b""])  # no label
+  pneumonia = tf.saved_model.load(str(tmp_path / "op")).signatures[
+      contract.PNEUMONIA_LABEL_SIGNATURE](examples=labelled)
+  np.testing.assert_array_equal(
+      pneumonia[contract.PNEUMONIA_LABEL].numpy()[:, 0],
+      [0.0] + [1.0] * (contract.class_count(task) - 1) + [np.nan])
   if task == contract.BINARY:
     # The binary class is the decision, in serving_default and gradcam.
     np.testing.assert_array_equal(served[contract.CLASS_ID], expected)

@@ -293,7 +293,9 @@ def test_multiclass_and_cross_data_tables_from_a_summary():
   # Per-class recall is the accuracy on the class's label slice; the cross
   # table appears once a model has cross-data metrics.
   overall = {"example_count": 30.0, "sparse_categorical_accuracy": 0.7,
-             "loss": 0.8, "auc classId:2": 0.91}
+             "loss": 0.8, "auc classId:2": 0.91,
+             eval_config.RECALL_AT_THRESHOLD: 0.95,
+             eval_config.SPECIFICITY_AT_THRESHOLD: 0.875}
   metrics = {"Overall": overall,
              "label:0": {"sparse_categorical_accuracy": 0.9},
              "label:1": {"sparse_categorical_accuracy": 0.6},
@@ -314,6 +316,9 @@ def test_multiclass_and_cross_data_tables_from_a_summary():
   assert (row["recall normal"], row["recall bacterial"],
           row["recall viral"]) == ("0.9000", "0.6000", "0.2500")
   assert row["AUC viral"] == "0.9100" and "AUC normal" not in row
+  # The served pneumonia decision, at the model's threshold.
+  assert (row["pneumonia sensitivity"], row["pneumonia specificity"]) == (
+      "0.9500", "0.8750")
   assert row["blessed"] == "no: accuracy"
   assert row["pushed version"] == "not pushed"
   cross = [b for b in sections.cross_table("multiclass", run)

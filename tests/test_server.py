@@ -334,6 +334,7 @@ def test_warm_up_runs_every_signature_on_a_real_image(model_base):
   assert answered["serving_default"]["probabilities"] == (1, 2)
   assert answered["serving_tf_example"]["outputs"] == (1, 1)
   assert answered["gradcam"]["heatmap"] == (1, SIZE, SIZE)
+  assert answered["pneumonia_label"]["pneumonia_label"] == (1, 1)
 
 
 def test_every_export_carries_a_warm_up_file_both_servers_replay(

@@ -93,6 +93,11 @@ def main_columns(task: str, metrics: Sequence[Dict[str, Dict[str, float]]],
     key = _class_key(present, "auc", c)
     if key:
       columns.append(Column(key, f"AUC {name}"))
+  # The served pneumonia decision (1 - P(normal) at the model's threshold).
+  columns += [c for c in (
+      Column(eval_config.RECALL_AT_THRESHOLD, "pneumonia sensitivity"),
+      Column(eval_config.SPECIFICITY_AT_THRESHOLD, "pneumonia specificity"))
+              if c.key in present]
   return columns
 
 

@@ -12,6 +12,10 @@
   binary, [batch, classes] softmax for multiclass), and
   `pneumonia_decision` [batch, 1] float32 0/1, which TFMA scores as the
   operating point's prediction.
+* `pneumonia_label`: serialized tf.Examples with their label ->
+  `pneumonia_label` [batch, 1] float32, 1 for pneumonia of any kind, NaN
+  for an example without a label: the label TFMA scores a 3-class model's
+  `pneumonia_decision` against. Not for clients.
 * `gradcam`: encoded image bytes, an optional `class_index` [batch]
   (default: empty, each image's predicted class, as `class_id` above) and
   an optional `method`
@@ -22,7 +26,7 @@
   SignatureDef, so TF Serving (and `cxr serve`) accept requests without
   them.
 
-All run the Transform graph (`tft_layer`), so clients send raw file bytes
+All but `pneumonia_label` run the Transform graph (`tft_layer`), so clients send raw file bytes
 and serving preprocesses exactly as training did.
 """
 
@@ -129,6 +133,18 @@ class _Exporter(tf.Module):
                                                  tf.float32)}
 
   @tf.function(input_signature=[
+      tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)])
+  def pneumonia_label(self, examples):
+    # An example without a label (a warm-up request's) gets NaN: nothing
+    # to score it against, rather than an error or a made-up class.
+    parsed = tf.io.parse_example(examples, {contract.LABEL_KEY: (
+        tf.io.FixedLenFeature([1], tf.int64, default_value=[-1]))})
+    label = parsed[contract.LABEL_KEY]
+    pneumonia = tf.cast(label != contract.NORMAL_CLASS, tf.float32)
+    return {contract.PNEUMONIA_LABEL: tf.where(
+        label < 0, tf.constant(float("nan")), pneumonia)}
+
+  @tf.function(input_signature=[
       tf.TensorSpec([None], tf.string, name=contract.IMAGES_INPUT),
       tf.TensorSpec([None], tf.int32, name=contract.CLASS_INDEX_INPUT),
       tf.TensorSpec([], tf.string, name=contract.METHOD_INPUT)])
@@ -165,6 +181,7 @@ def export_serving_model(model, tf_transform_output, export_dir: str,
   tf.saved_model.save(exporter, export_dir, signatures={
       SERVING_DEFAULT: exporter.serve_images,
       TF_EXAMPLE: exporter.serve_tf_examples,
+      contract.PNEUMONIA_LABEL_SIGNATURE: exporter.pneumonia_label,
       # The tf.function itself, not a concrete function: only then does
       # TensorFlow record the input defaults in the SignatureDef.
       GRADCAM: exporter.serve_gradcam,
