@@ -3,8 +3,8 @@ rebuilds them.
 
 Decodes JPEG/PNG (a 16-bit PNG scaled by the bits it uses), makes
 grayscale 3-channel, resizes to `image_size` (squashed to a square, as
-the thesis's Keras loader did, or scaled to fit with black bars) and keeps uint8
-pixels: 4x smaller than float32. tf.Example has no uint8 type, so the
+the thesis's Keras loader did, or scaled to fit with black bars) and keeps
+uint8 pixels: 4x smaller than float32. tf.Example has no uint8 type, so the
 pixels travel as one serialized uint8 tensor per image
 (`tf.io.serialize_tensor`); `image_from_transformed` is the inverse, used
 by the Trainer's input pipeline and by every serving signature.

@@ -26,8 +26,9 @@
   SignatureDef, so TF Serving (and `cxr serve`) accept requests without
   them.
 
-All but `pneumonia_label` run the Transform graph (`tft_layer`), so clients send raw file bytes
-and serving preprocesses exactly as training did.
+All but `pneumonia_label` run the Transform graph (`tft_layer`), so
+clients send raw file bytes and serving preprocesses exactly as training
+did.
 """
 
 from typing import Optional
