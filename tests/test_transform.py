@@ -35,11 +35,11 @@ def _transform(instances, tmp_path, resize=settings.SQUASH):
   return transformed
 
 
-def transform_pixels(images, tmp_path):
+def transform_pixels(images, tmp_path, resize=settings.SQUASH):
   """Encoded images -> their uint8 [SIZE, SIZE, 3] pixels, through Transform
   as training runs it (tft_beam)."""
   transformed = _transform([{"image": [image], "label": [0]}
-                            for image in images], tmp_path)
+                            for image in images], tmp_path, resize)
   return [pixels_lib.image_from_transformed(
       tf.constant([row[contract.PIXELS_KEY]]), SIZE).numpy()[0]
           for row in transformed]
@@ -104,12 +104,10 @@ def test_pad_keeps_the_aspect_ratio_between_black_bars(tmp_path):
   # image is 19.2 px broad, between two black bars of about 14 px.
   wide = _png(np.full((40, 100), 200, np.uint8), str(tmp_path / "wide.png"))
   tall = _png(np.full((100, 40), 200, np.uint8), str(tmp_path / "tall.png"))
-  instances = [{"image": [e], "label": [0]} for e in (wide, tall)]
 
   def pixels(resize):
-    return [pixels_lib.image_from_transformed(
-        tf.constant([row[contract.PIXELS_KEY]]), SIZE).numpy()[0, ..., 0]
-            for row in _transform(instances, tmp_path / resize, resize)]
+    return [image[..., 0] for image in transform_pixels(
+        [wide, tall], tmp_path / resize, resize)]
 
   assert all(np.all(image == 200) for image in pixels(settings.SQUASH))
   padded_wide, padded_tall = pixels(settings.PAD)
