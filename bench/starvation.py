@@ -8,7 +8,9 @@ with Keras's fit, one epoch of n real chest X-rays at a time:
 - real input: components.trainer.input_fn over real Transform output
   (bench/transformed.py: the project's ImageExampleGen and Transform over a
   temporary folder of the JPEGs): read, parse, decode, augment, prefetch,
-  sharing the 2 cores with training as in the Trainer;
+  sharing the 2 cores with training as in the Trainer, one dataset for
+  every epoch (its decoded pixels kept in memory from the first, as the
+  Trainer keeps them by default);
 - in memory: one pass of that same input, augmented batches and all,
   materialized beforehand as tensors; the epoch then only trains.
 
@@ -63,9 +65,11 @@ def main(argv=None) -> int:
           f"{args.warmup_epochs} untimed epochs of each contender, then "
           f"{args.rounds} rounds of one epoch each\n")
     model = transformed.trainer_model(contract.CNN_AUG, args.image_size)
-    real = lambda: transformed.trainer_input(data, augmented=True)  # noqa: E731
-    memory = _in_memory(real())
-    contenders = {"real input (Trainer's input_fn)": real,
+    # One dataset for every epoch, as the Trainer's fit iterates it: the
+    # pixels it keeps after its first pass are kept for the timed ones.
+    real = transformed.trainer_input(data, augmented=True)
+    memory = _in_memory(real)
+    contenders = {"real input (Trainer's input_fn)": lambda: real,
                   "same batches from memory": lambda: memory}
     for _ in range(args.warmup_epochs):
       for make in contenders.values():

@@ -9,7 +9,8 @@ side in one run on the same n real chest X-rays:
   components.trainer.input_fn over real Transform output
   (bench/transformed.py: the project's ImageExampleGen and Transform over a
   temporary folder of the JPEGs), augmented (components/augment.py) for
-  cnn_aug only, as the Trainer does;
+  cnn_aug only, one dataset for every epoch (its decoded pixels kept in
+  memory from the first), as the Trainer does;
 - thesis: the same model, compiled the same way, fit on the thesis's
   ImageDataGenerator.flow_from_directory over the same JPEGs (the thesis's
   augmentation for cnn_aug only; no rescale, since this model scales its own
@@ -83,8 +84,10 @@ def _contenders(names, data, gpu: bool):
   for name in names:
     augmented = name in models.AUGMENTED_MODELS
     flow = transformed.thesis_flow(data, augmented=augmented, rescale=False)
+    # One dataset for every epoch, as the Trainer's fit iterates it.
+    pipeline_input = transformed.trainer_input(data, augmented)
     makers = {
-        PIPELINE: lambda a=augmented: transformed.trainer_input(data, a),
+        PIPELINE: lambda d=pipeline_input: d,
         THESIS: lambda f=flow: f,
     }
     for path, path_policies in policies.items():

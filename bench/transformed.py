@@ -165,12 +165,22 @@ def prepare(root: str, n: int, image_size: int, seed: int = 0) -> Transformed:
 
 
 def trainer_input(data: Transformed, augmented: bool, seed: int = 42,
-                  batch_size: int = BATCH_SIZE) -> tf.data.Dataset:
-  """The Trainer's training input (components.trainer.input_fn): one pass,
-  shuffled, augmented when `augmented`, float32 pixels in [0, 255]."""
+                  batch_size: int = BATCH_SIZE,
+                  pixel_cache_mb: Optional[int] = None) -> tf.data.Dataset:
+  """The Trainer's training input (components.trainer.input_fn): one pass
+  per iterator, shuffled, augmented when `augmented`, float32 pixels in
+  [0, 255]. Build it once and iterate it once per epoch, as Keras's fit
+  does: with the default pixel_cache_mb (the Trainer's) the first pass
+  keeps the decoded pixels in memory when they fit; 0 reads the files on
+  every pass."""
+  if pixel_cache_mb is None:
+    pixel_cache_mb = settings.TrainingSettings().pixel_cache_mb
+  kept, _ = trainer.pixel_cache_plan(data.files, [], data.image_size,
+                                     pixel_cache_mb)
   return trainer.input_fn(data.files, data.data_accessor, data.output,
                           batch_size, data.image_size, train=True,
-                          augmented=augmented, seed=seed)
+                          augmented=augmented, seed=seed,
+                          cached_examples=kept)
 
 
 def thesis_flow(data: Transformed, augmented: bool = True,

@@ -57,7 +57,12 @@ def random_affine(batch: tf.Tensor, height: int, width: int,
 
 
 def augment_images(images: tf.Tensor, seed=None) -> tf.Tensor:
-  """Float [batch, H, W, C] -> the same, each image randomly transformed.
+  """[batch, H, W, C] pixels, uint8 or float -> float32 [batch, H, W, C],
+  each image randomly transformed.
+
+  The pixels are cast to float32 for the resampling, not before: bilinear
+  weights on uint8 would truncate every pixel, and the gray test below
+  reads a quarter of the bytes on uint8.
 
   seed: as in random_affine.
   """
@@ -67,16 +72,20 @@ def augment_images(images: tf.Tensor, seed=None) -> tf.Tensor:
 
   def resample(x):
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=transforms, output_shape=shape[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+        images=tf.cast(x, tf.float32), transforms=transforms,
+        output_shape=shape[1:3], fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="NEAREST")
 
   if images.shape[-1] != 3:
     return resample(images)
   # X-rays decode as one gray channel copied three times. The resampling
   # treats each channel alone, so resampling one and copying it gives the
   # same pixels at a third of the cost; a batch holding any colour image
-  # is resampled whole.
-  gray = images[..., :1]
-  return tf.cond(tf.reduce_all(tf.equal(images, gray)),
-                 lambda: tf.tile(resample(gray), [1, 1, 1, 3]),
+  # is resampled whole. Gray is tested as two channel comparisons, a third
+  # of the time of comparing all three with a broadcast first channel.
+  is_gray = tf.logical_and(
+      tf.reduce_all(tf.equal(images[..., 0], images[..., 1])),
+      tf.reduce_all(tf.equal(images[..., 1], images[..., 2])))
+  return tf.cond(is_gray,
+                 lambda: tf.tile(resample(images[..., :1]), [1, 1, 1, 3]),
                  lambda: resample(images))

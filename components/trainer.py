@@ -1,7 +1,8 @@
 """Trainer user code (`run_fn`) for the TFX Trainer.
 
 Reads the Transform output with the Trainer's data accessor (tfxio: parallel
-reads and parsing), decodes the stored uint8 pixels on batches, augments the
+reads and parsing), decodes the stored uint8 pixels on batches, keeps them in
+memory after the first epoch when they fit (--pixel-cache-mb), augments the
 train split only, prefetches, trains one model and exports it with the
 signatures of serving/export/signatures.py.
 
@@ -13,7 +14,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Dict
+from typing import Dict, Tuple
 
 from absl import logging
 import numpy as np
@@ -41,35 +42,55 @@ FINE_TUNE_LR_FACTOR = 0.1
 
 def input_fn(file_pattern, data_accessor: tfx.components.DataAccessor,
              tf_transform_output: tft.TFTransformOutput, batch_size: int,
-             image_size: int, train: bool, augmented: bool,
-             seed: int) -> tf.data.Dataset:
+             image_size: int, train: bool, augmented: bool, seed: int,
+             cached_examples: int = 0) -> tf.data.Dataset:
   """(float32 pixels [batch, S, S, 3] in [0, 255], label [batch]) batches.
 
-  One pass over the files per Keras epoch; shuffled and augmented for
-  training only.
+  One pass over the data per Keras epoch; shuffled and augmented for
+  training only. cached_examples: 0 reads the files on every pass, shuffled
+  through a 1,024-example buffer; otherwise the number of examples the
+  files hold (pixel_cache_plan), whose decoded pixels the first pass keeps
+  in memory and every pass shuffles whole.
   """
   dataset = data_accessor.tf_dataset_factory(
       file_pattern,
       tfxio.TensorFlowDatasetOptions(
           batch_size=batch_size, label_key=contract.LABEL_KEY,
-          num_epochs=1, shuffle=train, shuffle_seed=seed,
-          shuffle_buffer_size=1024 if train else 1),
+          num_epochs=1, shuffle=train and not cached_examples,
+          shuffle_seed=seed, shuffle_buffer_size=1024 if train else 1),
       tf_transform_output.transformed_metadata.schema)
-  return training_batches(dataset, image_size, train, augmented, seed)
+  return training_batches(dataset, image_size, train, augmented, seed,
+                          cached_examples, batch_size)
 
 
 def training_batches(dataset: tf.data.Dataset, image_size: int, train: bool,
-                     augmented: bool, seed: int) -> tf.data.Dataset:
-  """(Transform features, label) batches -> (pixels, label) batches."""
+                     augmented: bool, seed: int, cached_examples: int = 0,
+                     batch_size: int = 0) -> tf.data.Dataset:
+  """(Transform features, label) batches -> (pixels, label) batches.
 
-  def to_images(features, label, batch_seed=None):
-    images = pixels.image_from_transformed(features[contract.PIXELS_KEY],
-                                           image_size)
-    images = tf.cast(images, tf.float32)
-    if batch_seed is not None:
-      images = augment.augment_images(images, batch_seed)
-    return images, tf.reshape(label, [-1])
+  cached_examples, batch_size: as in input_fn; the kept examples are
+  batched again by batch_size.
+  """
 
+  def decode(features, label):
+    return (pixels.image_from_transformed(features[contract.PIXELS_KEY],
+                                          image_size),
+            tf.reshape(label, [-1]))
+
+  def to_float(images, label, batch_seed=None):
+    if batch_seed is None:
+      return tf.cast(images, tf.float32), label
+    return augment.augment_images(images, batch_seed), label
+
+  dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+  if cached_examples:
+    # uint8, a quarter of float32's bytes; shuffled after the cache, so
+    # each epoch draws a new order from all of them (seeded, repeatable).
+    dataset = dataset.unbatch().cache()
+    if train:
+      dataset = dataset.shuffle(cached_examples, seed=seed,
+                                reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
   if train and augmented:
     # One stateless seed per batch from a seeded stream that moves on every
     # epoch: the same transforms run after run. Stateful random ops in a
@@ -78,11 +99,39 @@ def training_batches(dataset: tf.data.Dataset, image_size: int, train: bool,
     seeds = tf.data.Dataset.random(
         seed=seed, rerandomize_each_iteration=True).batch(2)
     dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-        lambda batch, batch_seed: to_images(*batch, batch_seed),
+        lambda batch, batch_seed: to_float(*batch, batch_seed),
         num_parallel_calls=tf.data.AUTOTUNE)
   else:
-    dataset = dataset.map(to_images, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def count_examples(file_patterns, limit: int) -> int:
+  """The examples the GZIP TFRecord files hold, if at most `limit`; else 0.
+
+  Reads at most limit + 1 records: a split too large to keep is not read
+  whole for nothing.
+  """
+  if limit <= 0:
+    return 0
+  files = [f for pattern in file_patterns for f in fileio.glob(pattern)]
+  count = int(tf.data.TFRecordDataset(files, compression_type="GZIP")
+              .take(limit + 1).reduce(np.int64(0), lambda n, _: n + 1))
+  return count if count <= limit else 0
+
+
+def pixel_cache_plan(train_files, eval_files, image_size: int,
+                     budget_mb: int) -> Tuple[int, int]:
+  """(train, eval) examples whose decoded pixels the Trainer keeps in
+  memory, 0 for a split read from its files every epoch: the train split
+  first, then the eval split in what is left of budget_mb."""
+  per_image = image_size * image_size * 3
+  room = budget_mb * 2**20 // per_image
+  plan = []
+  for files in (train_files, eval_files):
+    plan.append(count_examples(files, room))
+    room -= plan[-1]
+  return plan[0], plan[1]
 
 
 class _EpochTimer(tf.keras.callbacks.Callback):
@@ -276,11 +325,19 @@ def _train(fn_args: tfx.components.FnArgs) -> None:
       models.FLOAT32 if recipe.mixed_precision == models.FLOAT32
       else f"mixed_{recipe.mixed_precision}")
 
+  kept = dict(zip((True, False), pixel_cache_plan(
+      fn_args.train_files, fn_args.eval_files, training.image_size,
+      training.pixel_cache_mb)))
+  logging.info("Decoded pixels kept in memory after the first epoch: %s "
+               "train and %s eval examples (0: read from the files every "
+               "epoch); --pixel-cache-mb %d", kept[True], kept[False],
+               training.pixel_cache_mb)
+
   def dataset(files, train):
     return input_fn(files, fn_args.data_accessor, tf_transform_output,
                     training.batch_size, training.image_size, train=train,
                     augmented=name in models.AUGMENTED_MODELS,
-                    seed=training.seed)
+                    seed=training.seed, cached_examples=kept[train])
 
   with distribution_strategy().scope():
     model = models.build_model(name, task, training.image_size,
@@ -330,6 +387,7 @@ def _train(fn_args: tfx.components.FnArgs) -> None:
     record["exported_epoch"] = exported  # 1-based, across both phases
     record["device"] = device_name()
     record["recipe"] = dataclasses.asdict(recipe)  # as resolved, for reports
+    record["pixels_kept"] = {"train": kept[True], "eval": kept[False]}
     json.dump(record, f, indent=1)
   with fileio.open(
       os.path.join(fn_args.model_run_dir, layout.CURVES_FILE), "wb") as f:

@@ -164,6 +164,11 @@ class TrainingSettings:
       "", "compute dtype: float32, float16 or bfloat16; the output layer "
       "stays float32 (default: the model's recipe)", choices=MIXED_PRECISION)
   xla: bool = setting(False, "compile with XLA")
+  pixel_cache_mb: int = setting(
+      2048, "memory for keeping the train and eval splits' decoded pixels "
+      "after the first epoch, MB (the train split first): a split that "
+      "fits is read from memory and shuffled whole every epoch, one that "
+      "does not is read from its files every epoch; 0: never")
   restore_best_epoch: bool = setting(
       True, "export the last epoch's weights instead of the epoch with the "
       "lowest validation loss", flag="--keep-last-epoch")
@@ -186,7 +191,7 @@ class TrainingSettings:
     for name in ("epochs", "batch_size"):
       _check(getattr(self, name) >= 1, f"{name} must be at least 1, got "
              f"{getattr(self, name)}")
-    for name in ("fine_tune_layers", "fine_tune_epochs"):
+    for name in ("fine_tune_layers", "fine_tune_epochs", "pixel_cache_mb"):
       _check(getattr(self, name) >= 0, f"{name} must be at least 0, got "
              f"{getattr(self, name)}")
     _check(self.learning_rate is None or self.learning_rate > 0,

@@ -89,6 +89,18 @@ def test_gray_batches_are_resampled_once_with_the_same_pixels():
                                 whole(mixed))
 
 
+def test_uint8_pixels_are_augmented_as_their_float_values():
+  rng = np.random.default_rng(3)
+  gray = rng.integers(0, 256, (4, 40, 48, 1), dtype=np.uint8)
+  colour = rng.integers(0, 256, (4, 40, 48, 3), dtype=np.uint8)
+  seed = tf.constant([8, 9])
+  for images in (np.repeat(gray, 3, axis=-1), colour):
+    out = augment.augment_images(tf.constant(images), seed)
+    assert out.dtype == tf.float32
+    np.testing.assert_array_equal(
+        out, augment.augment_images(images.astype(np.float32), seed))
+
+
 def test_augmentation_matrix_is_identity_at_zero_ranges(monkeypatch):
   for name in ("ROTATION_DEG", "SHIFT", "SHEAR_DEG", "ZOOM"):
     monkeypatch.setattr(augment, name, 0.0)

@@ -83,20 +83,113 @@ def _transformed_batches(n=24, size=16):
        np.arange(n) % 2)).batch(4)
 
 
-def _two_epochs(seed):
+def _two_epochs(seed, cached_examples=0):
   batches = trainer.training_batches(_transformed_batches(), 16, train=True,
-                                     augmented=True, seed=seed)
+                                     augmented=True, seed=seed,
+                                     cached_examples=cached_examples,
+                                     batch_size=4)
   return [np.stack([images.numpy() for images, _ in batches])
           for _ in range(2)]
 
 
-def test_augmented_input_repeats_run_after_run_and_moves_on_each_epoch():
-  first, again = _two_epochs(7), _two_epochs(7)
+@pytest.mark.parametrize("cached_examples", [0, 24])
+def test_augmented_input_repeats_run_after_run_and_moves_on_each_epoch(
+    cached_examples):
+  first = _two_epochs(7, cached_examples)
+  again = _two_epochs(7, cached_examples)
   for epoch in range(2):
     np.testing.assert_array_equal(first[epoch], again[epoch])
   assert first[0].shape == (6, 4, 16, 16, 3)
   assert not np.array_equal(first[0], first[1])
-  assert not np.array_equal(first[0], _two_epochs(8)[0])
+  assert not np.array_equal(first[0], _two_epochs(8, cached_examples)[0])
+
+
+def _write_transformed(path, n, size=8, first_label=0):
+  """A GZIP TFRecord file of n Transform-output-like examples; image i is
+  filled with the value first_label + i, its label the same number."""
+  with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+    for i in range(first_label, first_label + n):
+      image = tf.io.serialize_tensor(tf.fill([size, size, 3],
+                                             tf.constant(i, tf.uint8)))
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          contract.PIXELS_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(
+              value=[image.numpy()])),
+          contract.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
+              value=[i]))})).SerializeToString())
+
+
+def _read_transformed(path, batch_size):
+  """The file as the Trainer's data accessor hands it: feature batches."""
+  spec = {contract.PIXELS_KEY: tf.io.FixedLenFeature([1], tf.string),
+          contract.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+  return tf.data.TFRecordDataset(str(path), compression_type="GZIP").batch(
+      batch_size).map(lambda records: tf.io.parse_example(records, spec)).map(
+          lambda features: (features, features.pop(contract.LABEL_KEY)))
+
+
+def _epoch(batches):
+  """[(label, pixel value)] of one pass, in order; each image's pixels are
+  checked to hold its own label's value."""
+  seen = []
+  for images, labels in batches:
+    assert images.dtype == tf.float32
+    for image, label in zip(images.numpy(), labels.numpy()):
+      assert np.all(image == label)
+      seen.append(int(label))
+  return seen
+
+
+def test_kept_pixels_are_read_once_and_shuffled_whole_every_epoch(tmp_path):
+  path = tmp_path / "train.gz"
+  _write_transformed(path, 40)
+  batches = trainer.training_batches(
+      _read_transformed(path, 8), 8, train=True, augmented=False, seed=3,
+      cached_examples=40, batch_size=8)
+  first = _epoch(batches)
+  path.unlink()  # later epochs must not need the file
+  second = _epoch(batches)
+  assert sorted(first) == sorted(second) == list(range(40))
+  assert first != second
+  # Shuffled whole, not within a window: the first batch draws from the
+  # whole set (a 1,024 buffer over 40 would too, so the file's own order
+  # is the check: far from it).
+  assert max(first[:8]) >= 16
+  # Without keeping them, the second epoch reads the file again.
+  _write_transformed(path, 40)
+  unkept = trainer.training_batches(
+      _read_transformed(path, 8), 8, train=True, augmented=False, seed=3)
+  _epoch(unkept)
+  path.unlink()
+  with pytest.raises(tf.errors.NotFoundError):
+    _epoch(unkept)
+
+
+def test_kept_eval_pixels_keep_the_file_order(tmp_path):
+  path = tmp_path / "eval.gz"
+  _write_transformed(path, 10)
+  batches = trainer.training_batches(
+      _read_transformed(path, 4), 8, train=False, augmented=True, seed=3,
+      cached_examples=10, batch_size=4)
+  assert _epoch(batches) == list(range(10))
+  path.unlink()
+  assert _epoch(batches) == list(range(10))
+
+
+def test_pixel_cache_plan_keeps_the_train_split_first(tmp_path):
+  # At 256 px an image's pixels take 196,608 bytes: 5 fit in 1 MB.
+  for name, n in (("train4", 4), ("train6", 6), ("eval3", 3)):
+    (tmp_path / name).mkdir()
+    _write_transformed(tmp_path / name / "data.gz", n)
+
+  def plan(train, budget_mb):
+    return trainer.pixel_cache_plan([str(tmp_path / train / "*.gz")],
+                                    [str(tmp_path / "eval3" / "*.gz")], 256,
+                                    budget_mb)
+
+  assert plan("train4", 2) == (4, 3)
+  assert plan("train4", 1) == (4, 0)  # 1 image of room left for eval's 3
+  assert plan("train6", 1) == (0, 3)  # train too large; eval still fits
+  assert plan("train4", 0) == (0, 0)
 
 
 def _trained_weights(seed, size=58):
