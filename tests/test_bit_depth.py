@@ -30,6 +30,8 @@ def test_twelve_bits_in_sixteen_fill_the_range():
   assert int(pixels.png_bit_depth(tf.constant(png16(4095)))) == 16
   assert image_examples.bits_in_use(png16(4095)) == 12
   assert image_examples.bits_in_use(_png8()) is None
+  jpeg = tf.io.encode_jpeg(tf.zeros([8, 8, 1], tf.uint8)).numpy()
+  assert image_examples.bits_in_use(jpeg) is None
 
 
 def test_full_sixteen_bits_and_eight_bits_match_their_8_bit_reading():
