@@ -29,7 +29,8 @@ All must ingest and quarantine the same numbers of files. The ratio is the
 component's best mode among those the pipeline offers (in_memory,
 multi_processing) over the loop, in images/s (target >= 1.0).
 
-  cxr bench ingest [--images N] [--rounds 3] [--task binary] [DATA_DIR ...]
+  cxr bench ingest [--images N] [--copies K] [--rounds 3] [--task binary]
+                   [DATA_DIR ...]
 
 (Before the benchmark contract this was `.venv/bin/python bench/ingest.py
 [DATA_DIR ...]`, the two Beam modes only; that command still runs it.)
@@ -156,6 +157,16 @@ def plain_loop(input_base: str, task: str, out: str) -> Dict[str, int]:
           "quarantined": len(quarantined)}
 
 
+def _link_copies(folder: str, copies: int) -> None:
+  """Hard-links every file under folder copies - 1 more times beside
+  itself, as copy2_NAME, copy3_NAME, ..."""
+  for parent, _, names in os.walk(folder):
+    for name in names:
+      for k in range(2, copies + 1):
+        os.link(os.path.join(parent, name),
+                os.path.join(parent, f"copy{k}_{name}"))
+
+
 def _rotated(names: Sequence[str], round_index: int) -> List[str]:
   shift = round_index % len(names)
   return list(names[shift:]) + list(names[:shift])
@@ -197,6 +208,11 @@ def main(argv=None) -> int:
   parser.add_argument("--task", default="binary", choices=contract.TASKS)
   parser.add_argument("--seed", type=int, default=0,
                       help="seed of the image sample")
+  parser.add_argument("--copies", type=int, default=1,
+                      help="links of each sampled image under new names, "
+                      "to time more files than the data set holds: two "
+                      "runs at different copies give the fixed cost and "
+                      "the per-image rate apart (default 1)")
   args = parser.parse_args(argv)
   harness.print_machine()
   rounds = 1 if args.smoke else args.rounds
@@ -210,6 +226,10 @@ def main(argv=None) -> int:
       input_base = pipeline_runs.binary_folder(os.path.join(tmp, "data"), n,
                                                args.seed)
       what = f"{n} real images of the binary data set (Kaggle layout)"
+      if args.copies > 1:
+        _link_copies(input_base, args.copies)
+        what += (f", each linked {args.copies} times under new names "
+                 f"({n * args.copies} files)")
     print(f"images: {what}; task {args.task}; {rounds} round(s), the "
           "order rotating\n", flush=True)
     seconds, setups, counts = measure(input_base, args.task, rounds,
