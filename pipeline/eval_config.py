@@ -73,6 +73,16 @@ AT_THRESHOLD_METRICS = ("BinaryAccuracy", "Recall", "Specificity", "Precision",
 ACCURACY_AT_THRESHOLD = default_metric_name("BinaryAccuracy") + AT_THRESHOLD
 RECALL_AT_THRESHOLD = default_metric_name("Recall") + AT_THRESHOLD
 SPECIFICITY_AT_THRESHOLD = default_metric_name("Specificity") + AT_THRESHOLD
+# Metrics whose values are proportions, in [0, 1] (their intervals are
+# clipped to it: pipeline/summary.py).
+PROPORTIONS = frozenset(
+    [default_metric_name(c) for c in (
+        "AUC", "BinaryAccuracy", "SparseCategoricalAccuracy", "Precision",
+        "Recall", "Specificity", "SpecificityAtSensitivity",
+        "SensitivityAtSpecificity")]
+    + ["auc_pr"]
+    + [default_metric_name(c) + AT_THRESHOLD for c in (
+        "BinaryAccuracy", "Recall", "Specificity", "Precision")])
 # TFMA's operating-point curves on the probability, for comparison with the
 # chosen threshold's figures.
 SPECIFICITY_AT_SENSITIVITY = 0.95

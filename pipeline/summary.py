@@ -211,6 +211,19 @@ def _slice_name(slice_key) -> str:
   return tfma.slicer.stringify_slice_key(slice_key) or "Overall"
 
 
+def within_range(name: str, lower: float, upper: float
+                 ) -> Tuple[float, float]:
+  """A metric's 95% bounds, clipped to [0, 1] for a proportion.
+
+  TFMA's Poisson bootstrap gives the mean of the resamples plus or minus t
+  standard errors, which can pass 1 for an AUC near its top; no resample's
+  proportion can, so the bound shown is 1.
+  """
+  if name in eval_config.PROPORTIONS:
+    return max(lower, 0.0), min(upper, 1.0)
+  return lower, upper
+
+
 def read_evaluation(evaluation_uri: str
                     ) -> Tuple[Metrics, Intervals, List[Floor]]:
   """(slice -> metric name -> value, slice -> metric name -> 95% bounds,
@@ -231,8 +244,9 @@ def read_evaluation(evaluation_uri: str
           elif "boundedValue" in value:
             bounded = value["boundedValue"]
             values[key] = float(bounded.get("value", 0.0))
-            bounds[key] = (float(bounded.get("lowerBound", 0.0)),
-                           float(bounded.get("upperBound", 0.0)))
+            bounds[key] = within_range(
+                name, float(bounded.get("lowerBound", 0.0)),
+                float(bounded.get("upperBound", 0.0)))
     name = _slice_name(slice_key)
     metrics_out[name], intervals_out[name] = values, bounds
   return metrics_out, intervals_out, _floors(result.config)

@@ -49,12 +49,14 @@ def _binary_config() -> tfma.EvalConfig:
   return config
 
 
-def _evaluate(n, output_path, seed=0):
+def _evaluate(n, output_path, seed=0, means=(0.35, 0.65)):
   """(metrics, intervals) of the whole split, as summary.read_evaluation
-  reads them, for n drawn labels and scores."""
+  reads them, for n drawn labels and scores (normal around means[0],
+  pneumonia around means[1])."""
   rng = np.random.default_rng(seed)
   label = (rng.random(n) < 0.5).astype(np.int64)
-  prediction = np.clip(rng.normal(np.where(label, 0.65, 0.35), 0.2), 0, 1)
+  prediction = np.clip(rng.normal(np.where(label, means[1], means[0]), 0.2),
+                       0, 1)
   tfma.analyze_raw_data(pd.DataFrame({contract.LABEL_KEY: label,
                                       PREDICTION: prediction}),
                         _binary_config(), output_path=output_path)
@@ -86,6 +88,26 @@ def test_intervals_narrow_with_more_data(small_split, tmp_path):
             for b in (small_split.intervals, large)]
   # 16 times the data: about a quarter of the width (allow a wide margin).
   assert widths[1] < widths[0] / 2, widths
+
+
+def test_proportions_intervals_stay_within_0_and_1(tmp_path):
+  # A nearly separable split: TFMA's bootstrap (mean +- t standard
+  # errors) puts the AUC's upper bound above 1.
+  output = str(tmp_path / "separable")
+  metrics, intervals = _evaluate(100, output, means=(0.15, 0.85))
+  raw = {}
+  for _, by_output in tfma.load_eval_result(output).slicing_metrics:
+    for by_sub_key in by_output.values():
+      for name, value in by_sub_key[""].items():
+        if "boundedValue" in value:
+          raw[name] = value["boundedValue"]["upperBound"]
+  assert raw["auc"] > 1.0, raw  # else this test shows nothing
+  for name, (low, high) in intervals["Overall"].items():
+    if name in eval_config.PROPORTIONS:
+      assert 0.0 <= low <= metrics["Overall"][name] <= high <= 1.0, name
+  assert intervals["Overall"]["auc"][1] == 1.0
+  # Counts keep TFMA's bounds.
+  assert summary.within_range("example_count", 95.0, 105.0) == (95.0, 105.0)
 
 
 def test_the_summary_shows_each_interval(small_split):
