@@ -71,6 +71,9 @@ def training_batches(dataset: tf.data.Dataset, image_size: int, train: bool,
   cached_examples, batch_size: as in input_fn; the kept examples are
   batched again by batch_size.
   """
+  if cached_examples and batch_size < 1:
+    raise ValueError(f"kept pixels are batched again: batch_size must be "
+                     f"at least 1, got {batch_size}")
 
   def decode(features, label):
     return (pixels.image_from_transformed(features[contract.PIXELS_KEY],
