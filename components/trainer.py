@@ -109,6 +109,12 @@ def training_batches(dataset: tf.data.Dataset, image_size: int, train: bool,
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def _records(file_patterns) -> tf.data.Dataset:
+  """The serialized examples of a split's GZIP TFRecord files."""
+  files = [f for pattern in file_patterns for f in fileio.glob(pattern)]
+  return tf.data.TFRecordDataset(files, compression_type="GZIP")
+
+
 def count_examples(file_patterns, limit: int) -> int:
   """The examples the GZIP TFRecord files hold, if at most `limit`; else 0.
 
@@ -117,8 +123,7 @@ def count_examples(file_patterns, limit: int) -> int:
   """
   if limit <= 0:
     return 0
-  files = [f for pattern in file_patterns for f in fileio.glob(pattern)]
-  count = int(tf.data.TFRecordDataset(files, compression_type="GZIP")
+  count = int(_records(file_patterns)
               .take(limit + 1).reduce(np.int64(0), lambda n, _: n + 1))
   return count if count <= limit else 0
 
@@ -214,8 +219,7 @@ def distribution_strategy() -> tf.distribute.Strategy:
 
 def balanced_class_weights(file_patterns, classes: int) -> Dict[int, float]:
   """n / (classes * n_c) per class, from the train split's labels only."""
-  files = [f for pattern in file_patterns for f in fileio.glob(pattern)]
-  labels = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
+  labels = _records(file_patterns).map(
       lambda record: tf.io.parse_single_example(
           record, {contract.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
       )[contract.LABEL_KEY], num_parallel_calls=tf.data.AUTOTUNE)
