@@ -15,7 +15,7 @@ binary unless --task:
   pipeline does not offer; measured to see whether threads would do);
 * the plain loop: the launcher-side listing and split carving
   (image_layouts.list_images, carve_splits), then for every file the
-  component's own per-file step (its _ReadAndCheck DoFn called directly:
+  component's own per-file step (its ReadAndCheck DoFn called directly:
   the regular-file check, the read, check_image with Pillow and
   TensorFlow's decoder, the 16-bit PNG depth, the tf.Example), written to
   one GZIP TFRecord file per split with tf.io.TFRecordWriter, and the
@@ -56,6 +56,7 @@ from bench import harness
 from bench import pipeline_runs
 # The project first: schema/__init__.py selects Keras 2 before TensorFlow.
 from components import image_example_gen
+from components import image_ingestion
 from components import image_layouts
 from pipeline import runner
 from schema import contract
@@ -132,8 +133,7 @@ def plain_loop(input_base: str, task: str, out: str) -> Dict[str, int]:
     records += found
     quarantined += [(q.path, q.reason) for q in bad]
   # The component's per-file step itself, so that the checks are the same.
-  # pylint: disable-next=protected-access
-  check = image_example_gen._ReadAndCheck(task, settings.RunSettings().views)
+  check = image_ingestion.ReadAndCheck(task, settings.RunSettings().views)
   os.makedirs(out)
   writers = {s: tf.io.TFRecordWriter(os.path.join(out, f"{s}.tfrecord.gz"),
                                      options="GZIP")

@@ -106,6 +106,7 @@ def _peak_rss_mb() -> float:
 def phase_launcher(data: str, old: bool) -> dict:
   # The project first: schema/__init__.py selects Keras 2 before TensorFlow.
   from components import image_example_gen
+  from components import image_ingestion
   from components import image_layouts
   import apache_beam as beam
   from tfx.types import standard_artifacts
@@ -124,8 +125,8 @@ def phase_launcher(data: str, old: bool) -> dict:
     examples.uri = os.path.join(tempfile.mkdtemp(), "examples")
     quarantine = image_example_gen.ImageQuarantine()
     quarantine.uri = os.path.join(tempfile.mkdtemp(), "quarantine")
-    image_example_gen.build_pipeline(pipeline, folders, "multiclass", 10,
-                                     SALT, examples, quarantine)
+    image_ingestion.build_pipeline(pipeline, folders, "multiclass", 10,
+                                   SALT, examples, quarantine)
   graph = len(pipeline.to_runner_api().SerializeToString())
   return {"seconds": time.perf_counter() - start, "graph_bytes": graph,
           "imports_rss_mb": imports_mb, "peak_rss_mb": _peak_rss_mb()}

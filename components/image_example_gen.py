@@ -24,45 +24,39 @@ take (`views`; lateral by default) are quarantined.
 The launcher lists only each data set's top level (its folders and CSV
 names); the files are listed, the CSVs read and the split carved on the Beam
 workers (components/image_listing.py), so the submitted graph does not grow
-with the data set.
+with the data set. The Beam graph and its DoFns are in
+components/image_ingestion.py, which the workers import; this module is the
+TFX component around it.
 """
 
-import csv
-import dataclasses
-import io
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Union
 
 from absl import logging
-import apache_beam as beam
-from apache_beam.metrics.metric import Metrics, MetricsFilter
 from tfx import types
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_component
 from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.orchestration import data_types
-from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components import fingerprint_driver
-from components import image_examples
+from components import image_ingestion
 from components import image_layouts
 from components import image_listing
 from schema import contract
 from schema import layout
 from schema import settings
-from serving import dicom
 
 SPLITS = contract.SPLITS
-RESCALED = layout.RESCALED_COUNT  # counter and count
-SPLIT_BY_IMAGE = layout.SPLIT_BY_IMAGE_COUNT  # counter and count
-DICOM = layout.DICOM_COUNT  # counter and count
-_METRICS_NAMESPACE = image_listing.METRICS_NAMESPACE
+RESCALED = image_ingestion.RESCALED  # counter and count
+SPLIT_BY_IMAGE = image_ingestion.SPLIT_BY_IMAGE  # counter and count
+DICOM = image_ingestion.DICOM  # counter and count
 # Salt of the patient hash that carves the eval split; another salt, another
 # split.
 DEFAULT_SPLIT_SALT = "cxr"
@@ -72,143 +66,6 @@ class ImageQuarantine(types.Artifact):
   """Inputs that were not ingested, as `quarantine.csv` (path, reason)."""
   # "namespace.Name", as KFP v2 custom artifact schema titles must be.
   TYPE_NAME = "cxr.ImageQuarantine"
-
-
-# Kept here for callers of the component module; the rule lives in
-# image_layouts.
-carve_splits = image_layouts.carve_splits
-
-
-def _csv_line(path: str, reason: str) -> str:
-  buf = io.StringIO()
-  csv.writer(buf, lineterminator="").writerow([path, reason])
-  return buf.getvalue()
-
-
-def _printable(path: str, reason: str) -> Tuple[str, str]:
-  """A quarantine entry Beam can encode: str elements travel as UTF-8, which
-  a file name that is not UTF-8 (a link's target too) is not."""
-  return image_layouts.printable(path), image_layouts.printable(reason)
-
-
-class _CsvLine(beam.DoFn):
-  """(path, reason) -> a quarantine.csv line, counted."""
-
-  def __init__(self):
-    self._quarantined = Metrics.counter(_METRICS_NAMESPACE, "quarantined")
-
-  def process(self, element):
-    self._quarantined.inc()
-    yield _csv_line(*element)
-
-
-class _ReadAndCheck(beam.DoFn):
-  """Reads one listed file; emits (split, serialized tf.Example) or quarantine."""
-
-  QUARANTINE = "quarantine"
-
-  def __init__(self, task: str, views: Sequence[str]):
-    self._task = task
-    self._views = tuple(views)
-    self._ingested = {s: Metrics.counter(_METRICS_NAMESPACE, f"ingested_{s}")
-                      for s in SPLITS}
-    self._bad = Metrics.counter(_METRICS_NAMESPACE, "quarantined_on_read")
-    self._rescaled = Metrics.counter(_METRICS_NAMESPACE, RESCALED)
-    self._by_image = Metrics.counter(_METRICS_NAMESPACE, SPLIT_BY_IMAGE)
-    self._dicom = Metrics.counter(_METRICS_NAMESPACE, DICOM)
-
-  def process(self, element):
-    record, split = element
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    try:
-      if image_layouts.is_special_file(record.path):
-        raise image_examples.BadImage(
-            "not a regular file (a FIFO, socket or device): not read")
-      with fileio.open(record.path, "rb") as f:
-        raw = f.read()
-      data, attributes = image_examples.as_image(raw)
-      image_examples.check_view(attributes, self._views)
-      shape = image_examples.check_image(data)
-      bits = image_examples.bits_in_use(data)
-    except (image_examples.BadImage, tf.errors.OpError, OSError) as e:
-      self._bad.inc()
-      reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
-      yield beam.pvalue.TaggedOutput(self.QUARANTINE, _printable(
-          record.path, reason))
-      return
-    if bits is not None and bits < 16:
-      logging.info("ImageExampleGen: %s is a 16-bit PNG using %d bits; "
-                   "scaled by those", record.path, bits)
-      self._rescaled.inc()
-    if dicom.is_dicom(raw):
-      self._dicom.inc()
-    elif bits is not None:
-      # A 16-bit PNG file's bits_stored is the bits its samples use.
-      attributes = dataclasses.replace(attributes, bits_stored=bits)
-    example = image_examples.make_example(record, data, self._task, shape,
-                                          attributes)
-    self._ingested[split].inc()
-    Metrics.counter(_METRICS_NAMESPACE,
-                    source_counter(record.source, split)).inc()
-    # A test folder's images keep the data set's own split; the train pool
-    # is carved here, by patient when one is named.
-    if record.split == contract.TRAIN and not record.patient_known:
-      self._by_image.inc()
-    yield split, example.SerializeToString()
-
-
-def source_counter(source: str, split: str) -> str:
-  """The counter of a data set's ingested images in one split."""
-  return f"ingested_{split}:{source}"
-
-
-def _counter(result, name: str) -> int:
-  found = result.metrics().query(
-      MetricsFilter().with_namespace(_METRICS_NAMESPACE).with_name(name))
-  return int(sum(c.committed or 0 for c in found["counters"]))
-
-
-def build_pipeline(pipeline: beam.Pipeline,
-                   folders: Sequence[image_layouts.Folder], task: str,
-                   eval_percent: int, salt: str,
-                   examples: types.Artifact,
-                   quarantine: types.Artifact,
-                   views: Sequence[str] = contract.FRONTAL_VIEWS) -> None:
-  """Lists, carves, reads and checks on the workers; writes both outputs.
-
-  The graph holds the folders of image_layouts.plan_folders (of every data
-  set, each with its source), never a file path, so its size does not grow
-  with the data sets.
-  """
-  examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
-  listed = (pipeline
-            | "ListOnWorkers" >> image_listing.ListImages(folders, task)
-            | "RecordOrQuarantined" >> beam.Partition(
-                lambda x, _: int(not isinstance(x, image_layouts.ImageRecord)),
-                2))
-  checked = (
-      listed[0]
-      | "CarveSplits" >> image_listing.CarveSplits(eval_percent, salt)
-      | "Spread" >> beam.Reshuffle()
-      | "ReadAndCheck" >> beam.ParDo(_ReadAndCheck(task, views))
-      .with_outputs(_ReadAndCheck.QUARANTINE, main="examples"))
-  by_split = checked.examples | "BySplit" >> beam.Partition(
-      lambda kv, _: SPLITS.index(kv[0]), len(SPLITS))
-  for split, pcoll in zip(SPLITS, by_split):
-    _ = (pcoll
-         | f"Serialized[{split}]" >> beam.Values()
-         | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-             os.path.join(artifact_utils.get_split_uri([examples], split),
-                          "data_tfrecord"),
-             file_name_suffix=".gz"))
-  _ = ((checked[_ReadAndCheck.QUARANTINE],
-        listed[1] | "ListedQuarantine" >> beam.Map(
-            lambda q: _printable(q.path, q.reason)))
-       | "AllQuarantined" >> beam.Flatten()
-       | "CsvLines" >> beam.ParDo(_CsvLine())
-       | "WriteQuarantine" >> beam.io.WriteToText(
-           os.path.join(quarantine.uri, layout.QUARANTINE_FILE),
-           shard_name_template="", header="path,reason"))
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -246,28 +103,32 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       layouts.append(data_layout)
 
     pipeline = self._make_beam_pipeline()
-    build_pipeline(pipeline, folders, task, eval_percent, salt, examples,
-                   quarantine, views)
+    image_ingestion.build_pipeline(pipeline, folders, task, eval_percent,
+                                   salt, examples, quarantine, views)
     result = pipeline.run()
     result.wait_until_finish()
+
+    def count(name: str) -> int:
+      return image_ingestion.counter(result, name)
 
     per_source = {}
     for root, source, data_layout in zip(roots, sources, layouts):
       per_source[source] = {
           "folder": root, "layout": data_layout,
-          **{s: _counter(result, source_counter(source, s)) for s in SPLITS},
-          "test_carved": bool(_counter(
-              result, image_listing.test_carved_counter(source)))}
+          **{s: count(image_ingestion.source_counter(source, s))
+             for s in SPLITS},
+          "test_carved": bool(count(
+              image_listing.test_carved_counter(source)))}
       if per_source[source]["test_carved"]:
         logging.warning("ImageExampleGen: %s has no test split; carved %d%% "
                         "of its patients for it", root, eval_percent)
-    counts = {s: _counter(result, f"ingested_{s}") for s in SPLITS}
+    counts = {s: count(f"ingested_{s}") for s in SPLITS}
     counts["ingested"] = sum(counts[s] for s in SPLITS)
-    counts["quarantined"] = _counter(result, "quarantined")
-    counts["seen"] = _counter(result, image_listing.SEEN)
-    counts[RESCALED] = _counter(result, RESCALED)
-    counts[SPLIT_BY_IMAGE] = _counter(result, SPLIT_BY_IMAGE)
-    counts[DICOM] = _counter(result, DICOM)
+    counts["quarantined"] = count("quarantined")
+    counts["seen"] = count(image_listing.SEEN)
+    counts[RESCALED] = count(RESCALED)
+    counts[SPLIT_BY_IMAGE] = count(SPLIT_BY_IMAGE)
+    counts[DICOM] = count(DICOM)
     logging.info("ImageExampleGen: %s (%s layout, task %s): %s, by data "
                  "set %s", input_base, ",".join(layouts), task, counts,
                  per_source)

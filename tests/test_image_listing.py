@@ -10,6 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tfx.types import standard_artifacts
 
 from components import image_example_gen
+from components import image_ingestion
 from components import image_layouts
 from components import image_listing
 from schema import contract
@@ -173,8 +174,8 @@ def _graph_size(root, tmp_path):
   quarantine.uri = str(tmp_path / "quarantine")
   _, folders, _ = image_layouts.plan_folders(root)
   pipeline = beam.Pipeline()
-  image_example_gen.build_pipeline(pipeline, folders, "binary", 10, "cxr",
-                                   examples, quarantine)
+  image_ingestion.build_pipeline(pipeline, folders, "binary", 10, "cxr",
+                                 examples, quarantine)
   return pipeline.to_runner_api().SerializeToString()
 
 

@@ -99,3 +99,15 @@ def test_predict_loads_no_pipeline_machinery(heavy):
                          "cli.build_parser()\n"
                          "from serving import client")
   assert heavy not in loaded
+
+
+def test_ingestion_workers_load_no_other_component():
+  # The DoFns' module is what each Beam worker imports to unpickle them.
+  out = subprocess.run(
+      [sys.executable, "-c", "import sys\n"
+       "from components import image_ingestion\n"
+       "print(' '.join(sorted(sys.modules)))"],
+      cwd=REPO, check=True, capture_output=True, text=True).stdout.split()
+  assert not [m for m in out if m == "tfx.components" or m.startswith((
+      "tfx.components.", "tensorflow_transform", "tensorflow_model_analysis",
+      "components.image_example_gen"))]
