@@ -89,15 +89,19 @@ SPECIFICITY_AT_SENSITIVITY = 0.95
 SENSITIVITY_AT_SPECIFICITY = 0.90
 
 
-def _at_threshold_metrics(gates: settings.GateSettings,
+def _at_threshold_metrics(task: str, gates: settings.GateSettings,
                           thresholds: bool) -> List[tfma.MetricConfig]:
   """Accuracy, sensitivity, specificity, precision and the confusion
-  counts of the served decision; the binary floors apply here."""
+  counts of the served pneumonia decision. Its sensitivity and specificity
+  floors apply to either task's model: both serve that decision. The
+  accuracy floor applies here to a binary model only; a 3-class model's is
+  on its 3-class accuracy."""
   # A recall or specificity floor of 0 means none: it would only add a
   # no-regression rule.
-  floors = {"BinaryAccuracy": gates.min_accuracy,
-            "Recall": gates.min_recall or None,
+  floors = {"Recall": gates.min_recall or None,
             "Specificity": gates.min_specificity or None}
+  if task == contract.BINARY:
+    floors["BinaryAccuracy"] = gates.min_accuracy
   return [_metric(class_name, floors.get(class_name), thresholds,
                   config=f'"name": "{default_metric_name(class_name)}'
                   f'{AT_THRESHOLD}"')
@@ -130,10 +134,10 @@ def make_eval_config(task: str,
   per-class precision and recall (of the arg-max class), the confusion
   matrix; gated on accuracy; and its served pneumonia decision (1 -
   P(normal) at its threshold) against pneumonia of either kind, by the same
-  `*_at_threshold` names, ungated. thresholds=False: no floors and no
-  regression rule (cross-data scoring). confidence_intervals: TFMA's
-  Poisson bootstrap 95% intervals on every metric; blessing stays on the
-  point estimates.
+  `*_at_threshold` names, gated by `min_recall` and `min_specificity`.
+  thresholds=False: no floors and no regression rule (cross-data scoring).
+  confidence_intervals: TFMA's Poisson bootstrap 95% intervals on every
+  metric; blessing stays on the point estimates.
   """
   contract.check_task(task)
   gate = dict(thresholds=thresholds)
@@ -187,11 +191,9 @@ def make_eval_config(task: str,
   # The exported model answers a dict; each spec names the output it scores.
   metrics_specs = [tfma.MetricsSpec(metrics=metrics,
                                     output_names=[contract.OUTPUTS])]
-  # The served decision; its floors are the binary task's alone (a 3-class
-  # model is blessed on its 3-class accuracy).
+  # The served pneumonia decision, at the model's operating point.
   metrics_specs.append(tfma.MetricsSpec(
-      metrics=_at_threshold_metrics(
-          gates, thresholds and task == contract.BINARY),
+      metrics=_at_threshold_metrics(task, gates, thresholds),
       output_names=[contract.PNEUMONIA_DECISION]))
   if task == contract.MULTICLASS:
     # One-vs-rest per class (normal, bacterial, viral); top_k 1 makes

@@ -217,14 +217,17 @@ class TrainingSettings:
 @dataclasses.dataclass(frozen=True)
 class GateSettings:
   """Blessing floors on the test split's point estimates; a model under one
-  is not pushed. Binary accuracy and sensitivity are taken at the model's
-  operating point."""
+  is not pushed. Sensitivity and specificity are those of the served
+  pneumonia decision at the model's operating point, for either task's
+  model; binary accuracy is taken there too."""
   min_accuracy: float = setting(0.75, "blessing floor on test accuracy")
   min_auc: float = setting(0.95, "blessing floor on test AUC (binary task)")
   min_recall: float = setting(
-      0.90, "blessing floor on test sensitivity (binary task; 0: no floor)")
+      0.90, "blessing floor on test sensitivity of the pneumonia decision "
+      "(0: no floor)")
   min_specificity: float = setting(
-      0.0, "blessing floor on test specificity (binary task; 0: no floor)")
+      0.0, "blessing floor on test specificity of the pneumonia decision "
+      "(0: no floor)")
 
   def __post_init__(self):
     # A floor above 1 blesses nothing, which tests use; below 0 is a typo.

@@ -1,8 +1,9 @@
 """The blessing gates as TFMA's own validator applies them: the floors of
 --min-accuracy/--min-auc/--min-recall/--min-specificity (binary accuracy,
-sensitivity and specificity at the model's operating point), 0 turning the
-recall and specificity floors off, and the no-regression rule against the
-latest blessed model."""
+sensitivity and specificity at the model's operating point; a 3-class
+model's accuracy, and the sensitivity and specificity of its pneumonia
+decision), 0 turning the recall and specificity floors off, and the
+no-regression rule against the latest blessed model."""
 
 import pytest
 from tensorflow_model_analysis.evaluators import metrics_validator
@@ -16,6 +17,9 @@ ACCURACY = eval_config.ACCURACY_AT_THRESHOLD
 RECALL = eval_config.RECALL_AT_THRESHOLD
 SPECIFICITY = eval_config.SPECIFICITY_AT_THRESHOLD
 GOOD = {ACCURACY: 0.90, "auc": 0.97, RECALL: 0.93, SPECIFICITY: 0.8}
+MULTICLASS_ACCURACY = eval_config.default_metric_name(
+    "SparseCategoricalAccuracy")
+GOOD_MULTICLASS = {MULTICLASS_ACCURACY: 0.85, RECALL: 0.95, SPECIFICITY: 0.95}
 
 
 def _failures(gates, values, diffs=None, task="binary"):
@@ -82,7 +86,29 @@ def test_falling_more_than_the_tolerance_below_the_blessed_model_is_refused():
 
 def test_the_3class_task_is_gated_on_accuracy():
   gates = settings.GateSettings(min_accuracy=0.8)
-  assert _failures(gates, {"sparse_categorical_accuracy": 0.79},
-                   task="multiclass") == {"sparse_categorical_accuracy"}
-  assert _failures(gates, {"sparse_categorical_accuracy": 0.81},
+  assert _failures(gates, {**GOOD_MULTICLASS, MULTICLASS_ACCURACY: 0.79},
+                   task="multiclass") == {MULTICLASS_ACCURACY}
+  assert _failures(gates, {**GOOD_MULTICLASS, MULTICLASS_ACCURACY: 0.81},
                    task="multiclass") == set()
+
+
+@pytest.mark.parametrize("metric,value,gates", [
+    (RECALL, 0.85, settings.GateSettings(min_recall=0.90)),
+    (SPECIFICITY, 0.75, settings.GateSettings(min_specificity=0.9)),
+])
+def test_a_3class_model_under_a_floor_is_refused(metric, value, gates):
+  # Its pneumonia decision is served too, so the screening floors hold.
+  assert _failures(gates, {**GOOD_MULTICLASS, metric: value},
+                   task="multiclass") == {metric}
+  assert _failures(gates, GOOD_MULTICLASS, task="multiclass") == set()
+
+
+def test_a_3class_model_is_gated_on_its_own_accuracy_not_the_decisions():
+  config = eval_config.make_eval_config("multiclass", settings.GateSettings(
+      min_specificity=0.5))
+  keys = metric_specs.metric_thresholds_from_metrics_specs(
+      config.metrics_specs, eval_config=config)
+  gated = {(k.name, k.output_name) for k in keys if not k.is_diff}
+  assert gated == {(MULTICLASS_ACCURACY, contract.OUTPUTS),
+                   (RECALL, contract.PNEUMONIA_DECISION),
+                   (SPECIFICITY, contract.PNEUMONIA_DECISION)}
