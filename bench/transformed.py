@@ -175,8 +175,9 @@ def trainer_input(data: Transformed, augmented: bool, seed: int = 42,
   every pass."""
   if pixel_cache_mb is None:
     pixel_cache_mb = settings.TrainingSettings().pixel_cache_mb
+  # Benchmarks iterate it for several epochs.
   kept, _ = trainer.pixel_cache_plan(data.files, [], data.image_size,
-                                     pixel_cache_mb)
+                                     pixel_cache_mb, train_epochs=2)
   return trainer.input_fn(data.files, data.data_accessor, data.output,
                           batch_size, data.image_size, train=True,
                           augmented=augmented, seed=seed,

@@ -129,17 +129,16 @@ def count_examples(file_patterns, limit: int) -> int:
 
 
 def pixel_cache_plan(train_files, eval_files, image_size: int,
-                     budget_mb: int) -> Tuple[int, int]:
+                     budget_mb: int, train_epochs: int) -> Tuple[int, int]:
   """(train, eval) examples whose decoded pixels the Trainer keeps in
   memory, 0 for a split read from its files every epoch: the train split
-  first, then the eval split in what is left of budget_mb."""
+  first, then the eval split in what is left of budget_mb. The train split
+  only when it is read more than once (train_epochs > 1); the eval split is
+  read at every epoch's end and again for the decision rule."""
   per_image = image_size * image_size * 3
   room = budget_mb * 2**20 // per_image
-  plan = []
-  for files in (train_files, eval_files):
-    plan.append(count_examples(files, room))
-    room -= plan[-1]
-  return plan[0], plan[1]
+  train = count_examples(train_files, room) if train_epochs > 1 else 0
+  return train, count_examples(eval_files, room - train)
 
 
 class _EpochTimer(tf.keras.callbacks.Callback):
@@ -332,9 +331,11 @@ def _train(fn_args: tfx.components.FnArgs) -> None:
       models.FLOAT32 if recipe.mixed_precision == models.FLOAT32
       else f"mixed_{recipe.mixed_precision}")
 
+  train_epochs = training.epochs + (training.fine_tune_epochs
+                                    if training.fine_tune_layers else 0)
   kept = dict(zip((True, False), pixel_cache_plan(
       fn_args.train_files, fn_args.eval_files, training.image_size,
-      training.pixel_cache_mb)))
+      training.pixel_cache_mb, train_epochs)))
   logging.info("Decoded pixels kept in memory after the first epoch: %s "
                "train and %s eval examples (0: read from the files every "
                "epoch); --pixel-cache-mb %d", kept[True], kept[False],

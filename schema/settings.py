@@ -168,7 +168,8 @@ class TrainingSettings:
       2048, "memory for keeping the train and eval splits' decoded pixels "
       "after the first epoch, MB (the train split first): a split that "
       "fits is read from memory and shuffled whole every epoch, one that "
-      "does not is read from its files every epoch; 0: never")
+      "does not is read from its files every epoch, as is the train split "
+      "of a one-epoch run; 0: never")
   restore_best_epoch: bool = setting(
       True, "export the last epoch's weights instead of the epoch with the "
       "lowest validation loss", flag="--keep-last-epoch")

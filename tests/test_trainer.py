@@ -181,15 +181,18 @@ def test_pixel_cache_plan_keeps_the_train_split_first(tmp_path):
     (tmp_path / name).mkdir()
     _write_transformed(tmp_path / name / "data.gz", n)
 
-  def plan(train, budget_mb):
+  def plan(train, budget_mb, epochs=2):
     return trainer.pixel_cache_plan([str(tmp_path / train / "*.gz")],
                                     [str(tmp_path / "eval3" / "*.gz")], 256,
-                                    budget_mb)
+                                    budget_mb, epochs)
 
   assert plan("train4", 2) == (4, 3)
   assert plan("train4", 1) == (4, 0)  # 1 image of room left for eval's 3
   assert plan("train6", 1) == (0, 3)  # train too large; eval still fits
   assert plan("train4", 0) == (0, 0)
+  # Read once, the train split is not worth keeping; eval is read again
+  # for the decision rule.
+  assert plan("train4", 1, epochs=1) == (0, 3)
 
 
 def _trained_weights(seed, size=58):
