@@ -9,12 +9,17 @@ threshold must reach on the eval split (schema.settings.OPERATING_RULES):
 * specificity=S: the lowest threshold whose specificity is at least S;
 * threshold=T: T as given.
 
+A chosen threshold comes with the range the rule gives on bootstrap
+resamples of the same eval split (`threshold_range`): on a few hundred
+eval images the k-th highest score is one image's, and the range says how
+much the threshold owes to which images happened to be drawn.
+
 For a 3-class model P(pneumonia) is 1 - P(normal) and a label other than
 normal is pneumonia, so both tasks share the rule (the scores come from
 serving.export.signatures.pneumonia_probability, the served formula).
 """
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -98,11 +103,43 @@ def choose_threshold(scores: np.ndarray, positive: np.ndarray,
 
 # The threshold kept when the eval split cannot choose one.
 FALLBACK_THRESHOLD = 0.5
+# Bootstrap resamples of the eval split behind a threshold's range, and the
+# share of the resamples the range covers.
+RESAMPLES = 1000
+RANGE_COVERAGE = 0.95
+
+
+def threshold_range(scores: np.ndarray, positive: np.ndarray,
+                    rule: Tuple[str, float], seed: int = 0,
+                    resamples: int = RESAMPLES
+                    ) -> Optional[Tuple[float, float]]:
+  """The central RANGE_COVERAGE of the thresholds the rule picks on
+  bootstrap resamples of these scores (images drawn with replacement,
+  seeded); None for a given threshold, or when fewer than half of the
+  resamples hold the class the rule needs."""
+  if rule[0] == "threshold":
+    return None
+  scores = np.asarray(scores, np.float32)
+  positive = np.asarray(positive, bool)
+  rng = np.random.default_rng(seed)
+  picked = []
+  for _ in range(resamples):
+    drawn = rng.integers(0, len(scores), len(scores))
+    try:
+      picked.append(choose_threshold(scores[drawn], positive[drawn], rule))
+    except ValueError:  # a resample without the class the rule needs
+      continue
+  if len(picked) < resamples / 2:
+    return None
+  tail = (1 - RANGE_COVERAGE) / 2 * 100
+  low, high = np.percentile(picked, [tail, 100 - tail])
+  return float(low), float(high)
 
 
 def describe(scores: np.ndarray, positive: np.ndarray,
-             rule: Tuple[str, float]) -> Dict[str, object]:
-  """The chosen threshold and what it gives on the scores it was chosen on.
+             rule: Tuple[str, float], seed: int = 0) -> Dict[str, object]:
+  """The chosen threshold, its bootstrap range (`threshold_range`, when
+  there is one) and what it gives on the scores it was chosen on.
 
   An eval split lacking the class the rule needs keeps FALLBACK_THRESHOLD,
   and the answer's `note` says why (the run summary prints it).
@@ -113,6 +150,10 @@ def describe(scores: np.ndarray, positive: np.ndarray,
   except ValueError as e:
     out["threshold"] = FALLBACK_THRESHOLD
     out["note"] = f"{e}; kept {FALLBACK_THRESHOLD}"
+  else:
+    bounds = threshold_range(scores, positive, rule, seed)
+    if bounds is not None:
+      out["threshold_range"] = list(bounds)
   out["eval_sensitivity"], out["eval_specificity"] = rates(
       scores, positive, out["threshold"])
   return out

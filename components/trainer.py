@@ -269,7 +269,8 @@ def decision_rule(model, eval_data: tf.data.Dataset,
 
   Returns what was done, for history.json: the temperature with the eval
   split's NLL, ECE, Brier score and reliability bins before and after, and
-  the operating point (rule, threshold, eval sensitivity and specificity).
+  the operating point (rule, threshold and its bootstrap range, eval
+  sensitivity and specificity).
   The threshold is chosen on the calibrated model's own float32 outputs,
   the numbers the served graph compares with it.
   """
@@ -292,7 +293,8 @@ def decision_rule(model, eval_data: tf.data.Dataset,
       signatures.pneumonia_probability(model(images, training=False)).numpy()
       for images, _ in eval_data]) if len(labels) else np.zeros(0)
   record["operating_point"] = operating_point.describe(
-      scores, operating_point.is_pneumonia(labels), training.operating_rule)
+      scores, operating_point.is_pneumonia(labels), training.operating_rule,
+      training.seed)
   logging.info("Calibration: temperature %.3f, eval NLL %.4f -> %.4f; "
                "operating point %s", temperature,
                record["calibration"]["before"]["nll"],

@@ -41,6 +41,16 @@ _DONE = (metadata_store_pb2.Execution.COMPLETE,
 DONE_STATES = tuple(metadata_store_pb2.Execution.State.Name(s) for s in _DONE)
 
 
+def threshold_text(op: dict) -> str:
+  """'0.7416 [0.6123, 0.8302 over eval resamples]': a history.json
+  operating point's threshold, with its bootstrap range when it has one."""
+  text = f"{op['threshold']:.4f}"
+  if op.get("threshold_range"):
+    low, high = op["threshold_range"]
+    text += f" [{low:.4f}, {high:.4f} over eval resamples]"
+  return text
+
+
 @dataclasses.dataclass
 class ModelResult:
   """One model's branch: Trainer -> Evaluator -> Pusher."""
@@ -90,7 +100,7 @@ class ModelResult:
     if self.operating_point:
       op = self.operating_point
       text = (f"    operating point: {op['rule']} on the eval split -> "
-              f"threshold {op['threshold']:.4f} (eval sensitivity "
+              f"threshold {threshold_text(op)} (eval sensitivity "
               f"{op['eval_sensitivity']:.4f}, specificity "
               f"{op['eval_specificity']:.4f})")
       if op.get("note"):

@@ -209,6 +209,9 @@ def test_operating_point_metrics_in_the_summary(synthetic_pipeline):
   assert cells == overall["example_count"]
   lines = "\n".join(result.lines())
   assert "operating point: sensitivity=0.95 on the eval split" in lines
+  low, high = model.operating_point["threshold_range"]
+  assert low <= model.operating_point["threshold"] <= high
+  assert "over eval resamples]" in lines
   for name in at + ["auc"]:
     assert f"{name} {overall[name]:.4f}" in lines, name
   assert model.calibration["after"]["nll"] <= (

@@ -93,3 +93,28 @@ def test_an_eval_split_without_the_needed_class_keeps_half_and_says_so():
   assert described["threshold"] == operating_point.FALLBACK_THRESHOLD
   assert "no" in described["note"] and "kept 0.5" in described["note"]
   assert described["eval_specificity"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("rule", [("sensitivity", 0.95),
+                                  ("specificity", 0.90)])
+def test_the_threshold_range_brackets_it_and_narrows_with_more_eval_data(
+    rule):
+  widths = []
+  for n in (200, 5000):
+    scores, positive = _scores(seed=3, n=n)
+    described = operating_point.describe(scores, positive, rule, seed=1)
+    low, high = described["threshold_range"]
+    assert low <= described["threshold"] <= high
+    widths.append(high - low)
+  assert widths[1] < widths[0] / 3  # about 1/sqrt(25) of it
+
+
+def test_the_threshold_range_is_seeded_and_absent_for_a_given_threshold():
+  scores, positive = _scores()
+  rule = ("sensitivity", 0.95)
+  assert (operating_point.threshold_range(scores, positive, rule, seed=4)
+          == operating_point.threshold_range(scores, positive, rule, seed=4))
+  assert operating_point.threshold_range(
+      scores, positive, ("threshold", 0.3)) is None
+  assert "threshold_range" not in operating_point.describe(
+      scores, positive, ("threshold", 0.3))

@@ -185,7 +185,7 @@ def results_table(task: str, run: summary_lib.RunSummary) -> list:
 def _decision_note(run: summary_lib.RunSummary) -> str:
   """Where accuracy, sensitivity and specificity are taken, per model."""
   points = [f"{name}: {r.operating_point['rule']} on the eval split -> "
-            f"threshold {r.operating_point['threshold']:.4f}"
+            f"threshold {summary_lib.threshold_text(r.operating_point)}"
             for name, r in run.models.items() if r.operating_point]
   if not points:
     return ("Sensitivity is recall of pneumonia and specificity recall of "
