@@ -20,6 +20,9 @@ Presets:
   aspect-ratio  both-data's binary run with the images squashed to the
                 square and with their aspect ratio kept (--resize pad),
                 seeds 42 and 7, alternating
+  eval-split    both-data's binary run, squashed, with --eval-percent 20
+                (twice the patients choosing the threshold), seeds 42, 7
+                and 3, against the aspect-ratio preset's squashed runs
   cross-data    resnet_small, binary, 128 px (20 epochs), trained on each
                 shared data set and scored on the other's test split
                 (--cross-data) as well as on its own: the robustness check
@@ -98,6 +101,13 @@ def presets(epochs, learning_rate=None):
            epochs=epochs or 20, class_weight="none", data=BOTH_DATA,
            seed=seed, resize=resize)
       for seed in (42, 7) for resize in settings.RESIZE_MODES]
+  # The eval split that chooses the threshold, twice the default's.
+  table["eval-split"] = [
+      dict(name=f"both-binary-{contract.RESNET_SMALL}-128-eval20-seed{seed}",
+           model=contract.RESNET_SMALL, task="binary", size=128,
+           epochs=epochs or 20, class_weight="none", data=BOTH_DATA,
+           seed=seed, resize="squash", eval_percent=20)
+      for seed in (42, 7, 3)]
   # The robustness check: trained on one data set, tested on the other.
   table["cross-data"] = [
       dict(name=f"{os.path.basename(DATA[trained])}-{contract.RESNET_SMALL}"
@@ -141,6 +151,8 @@ def run_one(spec, out_root):
     command += ["--resize", spec["resize"]]
   if spec.get("cross_data"):
     command += ["--cross-data", spec["cross_data"]]
+  if spec.get("eval_percent"):
+    command += ["--eval-percent", str(spec["eval_percent"])]
   print("$", " ".join(command), flush=True)
   start = time.perf_counter()
   with open(out + ".log", "w") as log:
