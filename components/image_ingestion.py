@@ -3,8 +3,8 @@
 The DoFns the workers run live here, apart from the TFX component
 (components/image_example_gen.py): a worker unpickling them imports this
 module, and through the component's module it would also import all of
-`tfx.components` (Transform, Trainer, Evaluator and their libraries), seconds
-of start-up and hundreds of MB per worker process that reading an image
+`tfx.components` (Transform, Trainer, Evaluator and their libraries):
+start-up time and memory in every worker process that reading an image
 never uses.
 
 Counters (namespace image_listing.METRICS_NAMESPACE): ingested_SPLIT and
