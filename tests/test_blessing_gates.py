@@ -41,6 +41,14 @@ def _failures(gates, values, diffs=None, task="binary"):
   return failed
 
 
+def _gated(task, gates):
+  """(metric, output) pairs with a floor in the task's config."""
+  config = eval_config.make_eval_config(task, gates)
+  keys = metric_specs.metric_thresholds_from_metrics_specs(
+      config.metrics_specs, eval_config=config)
+  return {(k.name, k.output_name) for k in keys if not k.is_diff}
+
+
 def test_a_model_above_every_floor_is_blessed():
   assert _failures(settings.GateSettings(), GOOD) == set()
 
@@ -65,11 +73,7 @@ def test_a_floor_of_zero_is_no_gate_at_all(metric, gates):
 
 def test_the_floors_apply_at_the_operating_point_not_at_half():
   # The same names at 0.5 carry no floor: only the served decision counts.
-  config = eval_config.make_eval_config("binary", settings.GateSettings(
-      min_specificity=0.5))
-  keys = metric_specs.metric_thresholds_from_metrics_specs(
-      config.metrics_specs, eval_config=config)
-  gated = {(k.name, k.output_name) for k in keys if not k.is_diff}
+  gated = _gated("binary", settings.GateSettings(min_specificity=0.5))
   assert gated == {(ACCURACY, contract.PNEUMONIA_DECISION),
                    (RECALL, contract.PNEUMONIA_DECISION),
                    (SPECIFICITY, contract.PNEUMONIA_DECISION),
@@ -104,11 +108,7 @@ def test_a_3class_model_under_a_floor_is_refused(metric, value, gates):
 
 
 def test_a_3class_model_is_gated_on_its_own_accuracy_not_the_decisions():
-  config = eval_config.make_eval_config("multiclass", settings.GateSettings(
-      min_specificity=0.5))
-  keys = metric_specs.metric_thresholds_from_metrics_specs(
-      config.metrics_specs, eval_config=config)
-  gated = {(k.name, k.output_name) for k in keys if not k.is_diff}
+  gated = _gated("multiclass", settings.GateSettings(min_specificity=0.5))
   assert gated == {(MULTICLASS_ACCURACY, contract.OUTPUTS),
                    (RECALL, contract.PNEUMONIA_DECISION),
                    (SPECIFICITY, contract.PNEUMONIA_DECISION)}
