@@ -2,6 +2,12 @@
 
   .venv/bin/python bench/mixed_precision.py [--models resnet_small,cnn_aug]
       [--image-size 128] [--rounds 3] [--batches 10]
+      [--policies float32,mixed_bfloat16]
+
+A model may carry its own input size, `--models resnet_small@192,cnn_aug@224`,
+to compare recipes at the sizes they are trained at; `--policies float32`
+times float32 alone (on a CPU without bfloat16 kernels, where both recipes
+train in float32).
 
 For each model and compute dtype, a fresh process builds the model as
 components/models.py does, compiles it with its recipe's optimizer, and
@@ -55,30 +61,40 @@ def main():
   parser.add_argument("--image-size", type=int, default=128)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--batches", type=int, default=10)
+  parser.add_argument("--policies", default=",".join(POLICIES))
   parser.add_argument("--one", nargs=2, metavar=("MODEL", "POLICY"),
                       help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.one:
     print(measure(*args.one, args.image_size, args.batches))
     return
+  runs = [(entry.partition("@")[0], int(entry.partition("@")[2] or
+                                        args.image_size))
+          for entry in args.models.split(",")]
+  policies = args.policies.split(",")
   speeds = {}
-  print("| round | model | policy | images/s |\n|---|---|---|---|")
+  print("| round | model | input | policy | images/s |\n|---|---|---|---|---|")
   for round_ in range(1, args.rounds + 1):
-    for name in args.models.split(","):
-      for policy in POLICIES:
+    for name, size in runs:
+      for policy in policies:
         out = subprocess.run(
             [sys.executable, __file__, "--one", name, policy,
-             "--image-size", str(args.image_size),
-             "--batches", str(args.batches)],
+             "--image-size", str(size), "--batches", str(args.batches)],
             check=True, capture_output=True, text=True).stdout
         speed = float(out.split()[-1])
-        speeds.setdefault((name, policy), []).append(speed)
-        print(f"| {round_} | {name} | {policy} | {speed:.1f} |", flush=True)
-  print("\n| model | float32 images/s (median) | mixed_bfloat16 | ratio |")
-  print("|---|---|---|---|")
-  for name in args.models.split(","):
-    f32, bf16 = (statistics.median(speeds[(name, p)]) for p in POLICIES)
-    print(f"| {name} | {f32:.1f} | {bf16:.1f} | {bf16 / f32:.2f} |")
+        speeds.setdefault((name, size, policy), []).append(speed)
+        print(f"| {round_} | {name} | {size} px | {policy} | {speed:.1f} |",
+              flush=True)
+  medians = {key: statistics.median(values) for key, values in speeds.items()}
+  ratio = len(policies) == 2
+  print("\n| model | input | " + " | ".join(
+      f"{policy} images/s (median)" for policy in policies)
+        + (" | ratio |" if ratio else " |"))
+  print("|---|---|" + "---|" * (len(policies) + ratio))
+  for name, size in runs:
+    row = [medians[(name, size, policy)] for policy in policies]
+    print(f"| {name} | {size} px | " + " | ".join(f"{v:.1f}" for v in row)
+          + (f" | {row[1] / row[0]:.2f} |" if ratio else " |"))
 
 
 if __name__ == "__main__":
