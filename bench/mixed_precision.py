@@ -55,6 +55,13 @@ def measure(name: str, policy: str, image_size: int, batches: int) -> float:
   return len(images) / (time.perf_counter() - start)
 
 
+def _name_and_size(entry: str, default_size: int):
+  """'resnet_small@192' -> ('resnet_small', 192); a bare name gets the
+  default size."""
+  name, _, size = entry.partition("@")
+  return name, int(size or default_size)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default="resnet_small,cnn_aug")
@@ -68,8 +75,7 @@ def main():
   if args.one:
     print(measure(*args.one, args.image_size, args.batches))
     return
-  runs = [(entry.partition("@")[0], int(entry.partition("@")[2] or
-                                        args.image_size))
+  runs = [_name_and_size(entry, args.image_size)
           for entry in args.models.split(",")]
   policies = args.policies.split(",")
   speeds = {}
