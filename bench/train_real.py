@@ -89,34 +89,29 @@ def presets(epochs, learning_rate=None):
            model=contract.RESNET_SMALL, task=task, size=128,
            epochs=epochs or n, class_weight="none", data=BOTH_DATA)
       for task, n in (("binary", 20), ("multiclass", 25))]
+  def both_binary(size, suffix="", **options):
+    """both-data's binary resnet_small run, 20 epochs unless --epochs."""
+    return dict(name=f"both-binary-{contract.RESNET_SMALL}-{size}{suffix}",
+                model=contract.RESNET_SMALL, task="binary", size=size,
+                epochs=epochs or 20, class_weight="none", data=BOTH_DATA,
+                **options)
+
   # The input-size lever: the binary both-data run at larger inputs (its
   # 128-px run is both-data's first).
-  table["input-size"] = [
-      dict(name=f"both-binary-{contract.RESNET_SMALL}-{size}",
-           model=contract.RESNET_SMALL, task="binary", size=size,
-           epochs=epochs or 20, class_weight="none", data=BOTH_DATA)
-      for size in (160, 192)]
+  table["input-size"] = [both_binary(size) for size in (160, 192)]
   # The aspect-ratio lever: squashed (the thesis's) against padded.
   table["aspect-ratio"] = [
-      dict(name=f"both-binary-{contract.RESNET_SMALL}-128-{resize}-seed{seed}",
-           model=contract.RESNET_SMALL, task="binary", size=128,
-           epochs=epochs or 20, class_weight="none", data=BOTH_DATA,
-           seed=seed, resize=resize)
+      both_binary(128, f"-{resize}-seed{seed}", seed=seed, resize=resize)
       for seed in (42, 7) for resize in settings.RESIZE_MODES]
   # The eval split that chooses the threshold, twice the default's.
   table["eval-split"] = [
-      dict(name=f"both-binary-{contract.RESNET_SMALL}-128-eval20-seed{seed}",
-           model=contract.RESNET_SMALL, task="binary", size=128,
-           epochs=epochs or 20, class_weight="none", data=BOTH_DATA,
-           seed=seed, resize="squash", eval_percent=20)
+      both_binary(128, f"-eval20-seed{seed}", seed=seed, resize="squash",
+                  eval_percent=20)
       for seed in (42, 7, 3)]
   # The input-size lever over seeds, at the size whose single run came
   # nearest the AUC target.
   table["large-input"] = [
-      dict(name=f"both-binary-{contract.RESNET_SMALL}-192-squash-seed{seed}",
-           model=contract.RESNET_SMALL, task="binary", size=192,
-           epochs=epochs or 20, class_weight="none", data=BOTH_DATA,
-           seed=seed, resize="squash")
+      both_binary(192, f"-squash-seed{seed}", seed=seed, resize="squash")
       for seed in (42, 7, 3)]
   # The robustness check: trained on one data set, tested on the other.
   table["cross-data"] = [
